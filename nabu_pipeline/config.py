@@ -1,0 +1,365 @@
+"""Nabu's configuration: YAML in, typed, validated, frozen objects out.
+
+Every user mistake (unknown provider, bad value, missing file) becomes one
+`ConfigError` that names the key and what is allowed; the CLI prints it without
+a stack trace.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_CONFIG_PATH = Path(__file__).with_name("default.yaml")
+OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(Exception):
+    """A configuration the user can fix; the message says how."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class OpenAIEndpoint(_Frozen):
+    """An OpenAI-protocol endpoint (OpenAI, or any compatible server)."""
+
+    base_url: str = OPENAI_DEFAULT_BASE_URL
+    """Root of the API, e.g. http://localhost:11434/v1 for Ollama."""
+    api_key: str = ""
+    """Secret; from the environment (`${OPENAI_API_KEY}`), never written to logs."""
+    model: str = ""
+    """Model name on that endpoint; empty means the provider's default."""
+    timeout_s: float = Field(default=20.0, gt=0)
+    """Whole-request timeout."""
+
+    @property
+    def is_openai_cloud(self) -> bool:
+        return self.base_url.rstrip("/") == OPENAI_DEFAULT_BASE_URL
+
+    def __repr__(self) -> str:  # never print the key
+        return f"OpenAIEndpoint(base_url={self.base_url!r}, model={self.model!r})"
+
+    __str__ = __repr__
+
+
+class STTConfig(_Frozen):
+    """Speech to text."""
+
+    provider: Literal["local_whisper", "openai"] = "local_whisper"
+    """local_whisper: faster-whisper in-process; openai: the Whisper API (or compatible)."""
+    fallback: Literal["none", "openai"] = "none"
+    """Provider used when the local engine fails (issue 7 wires the switch)."""
+    model: str = "tiny.en"
+    """tiny.en or base (offline, from PyPI packages), any faster-whisper name, or a directory."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto picks CUDA when ctranslate2 sees a GPU and its CUDA 12 libraries load."""
+    compute_type: str = "auto"
+    """auto: int8 on CPU, float16 (or float32 on old GPUs) on CUDA."""
+    beam_size: int = Field(default=1, ge=1, le=10)
+    """1 is greedy: the fastest, and as accurate on short commands."""
+    cpu_threads: int = Field(default=0, ge=0)
+    """0 lets CTranslate2 choose."""
+    language: str = "en"
+    vocabulary: tuple[str, ...] = ()
+    """Names, places and devices Warren uses, given to Whisper as hotwords."""
+    ttfs_p99_s: float = Field(default=1.2, gt=0)
+    """How long after the end of speech a transcript may still arrive (turn-end safety net)."""
+    openai: OpenAIEndpoint = OpenAIEndpoint(model="whisper-1")
+
+
+class GuardConfig(_Frozen):
+    """Transcript guard: what is too doubtful to send to the LLM."""
+
+    no_speech_prob_max: float = Field(default=0.6, ge=0, le=1)
+    """A segment more likely silence than this, with low confidence, is dropped."""
+    avg_logprob_min: float = Field(default=-1.0, le=0)
+    """Below this average log-probability the words are doubtful."""
+    compression_ratio_max: float = Field(default=2.4, gt=0)
+    """Above this the decoder was looping (a hallucination)."""
+    phantom_phrases: tuple[str, ...] = (
+        "thank you for watching",
+        "thanks for watching",
+        "please subscribe",
+        "subtitles by the amara.org community",
+        "thank you",
+        "you",
+        "bye",
+    )
+    """Whole-transcript phrases Whisper invents from noise; dropped when alone."""
+
+
+class LLMConfig(_Frozen):
+    """The language model: any OpenAI-protocol endpoint."""
+
+    provider: Literal["openai", "offline"] = "openai"
+    """openai: any OpenAI-protocol server; offline: local answers only."""
+    base_url: str = OPENAI_DEFAULT_BASE_URL
+    api_key: str = ""
+    model: str = "gpt-4o-mini"
+    temperature: float = Field(default=0.5, ge=0, le=2)
+    """Lower than a chat app's 0.7: answers read aloud should be plain and predictable."""
+    max_tokens: int = Field(default=160, ge=16, le=4096)
+    """About 120 spoken words (~40 s) at most; the prompt asks for one to three sentences."""
+    timeout_s: float = Field(default=20.0, gt=0)
+    system_prompt: str = ""
+    """Empty means Nabu's own prompt for Warren (nabu_pipeline/prompts.py)."""
+
+    @property
+    def endpoint(self) -> OpenAIEndpoint:
+        return OpenAIEndpoint(
+            base_url=self.base_url, api_key=self.api_key, model=self.model, timeout_s=self.timeout_s
+        )
+
+    @property
+    def is_configured(self) -> bool:
+        """False when nothing could answer: offline, or the OpenAI cloud without a key."""
+        if self.provider == "offline":
+            return False
+        return not (self.endpoint.is_openai_cloud and not self.api_key)
+
+    def __repr__(self) -> str:
+        return f"LLMConfig(provider={self.provider!r}, base_url={self.base_url!r}, model={self.model!r})"
+
+    __str__ = __repr__
+
+
+class TTSConfig(_Frozen):
+    """Text to speech."""
+
+    provider: Literal["piper", "openai"] = "piper"
+    fallback: Literal["none", "openai"] = "none"
+    voice: str = "en_US-joe-medium"
+    """A Piper voice: the bundled en_US-joe-medium, or a name found in voice_dir."""
+    voice_dir: str = ""
+    """Directory holding <voice>.onnx and .onnx.json; empty means the bundled package."""
+    length_scale: float = Field(default=1.1, ge=0.5, le=2.5)
+    """Speaking rate as Piper's length scale: 1.0 is the voice's own pace, 1.1 a little slower."""
+    slower_step: float = Field(default=0.2, gt=0, le=1)
+    """How much "slower, please" adds to length_scale each time."""
+    length_scale_max: float = Field(default=1.8, ge=0.5, le=2.5)
+    volume: float = Field(default=1.0, gt=0, le=4)
+    """Loudness multiplier (Piper's volume)."""
+    use_cuda: bool = False
+    openai: OpenAIEndpoint = OpenAIEndpoint(model="tts-1")
+    openai_voice: str = "alloy"
+
+
+class TurnConfig(_Frozen):
+    """When Warren has finished speaking."""
+
+    strategy: Literal["smart_turn", "speech_timeout"] = "smart_turn"
+    """smart_turn: pipecat's smart-turn v3 model; speech_timeout: a fixed silence."""
+    vad_stop_s: float = Field(default=0.2, gt=0, le=2)
+    """Silence that ends a VAD segment (smart-turn expects 0.2)."""
+    vad_start_s: float = Field(default=0.2, gt=0, le=1)
+    vad_confidence: float = Field(default=0.7, gt=0, le=1)
+    smart_turn_max_pause_s: float = Field(default=3.0, gt=0, le=10)
+    """With smart-turn, the longest pause allowed inside an unfinished sentence."""
+    speech_timeout_s: float = Field(default=0.8, gt=0, le=5)
+    """With speech_timeout, the silence that ends his turn."""
+    stop_timeout_s: float = Field(default=5.0, gt=0, le=30)
+    """Hard cap: a turn closes this long after speech stops, whatever else happens."""
+
+
+class ConversationConfig(_Frozen):
+    """The conversation's own rules."""
+
+    history_turns: int = Field(default=10, ge=0, le=200)
+    """User turns (with their answers) kept in the LLM's context."""
+    stop_phrases: tuple[str, ...] = (
+        "stop",
+        "stop it",
+        "stop talking",
+        "stop please",
+        "please stop",
+        "never mind",
+        "nevermind",
+        "be quiet",
+        "quiet",
+        "shut up",
+        "cancel",
+        "that's enough",
+        "enough",
+        "hush",
+    )
+    """A whole utterance equal to one of these (normalised) stops Nabu."""
+    stop_acknowledgement: str = "Okay."
+    """What Nabu says after a stop phrase; empty to stay silent."""
+    repeat_phrases: tuple[str, ...] = (
+        "say that again",
+        "say it again",
+        "repeat that",
+        "repeat",
+        "please repeat",
+        "repeat please",
+        "what did you say",
+        "come again",
+        "pardon",
+        "sorry",
+        "what",
+        "again",
+        "can you say that again",
+        "could you say that again",
+        "could you repeat that",
+        "can you repeat that",
+    )
+    """Whole utterances that repeat the last answer without asking the LLM."""
+    slower_phrases: tuple[str, ...] = (
+        "slower",
+        "slower please",
+        "slow down",
+        "slow down please",
+        "please slow down",
+        "please speak slower",
+        "speak slower",
+        "speak slower please",
+        "say that slower",
+        "say it slower",
+        "say that again slower",
+        "can you say that slower",
+        "more slowly",
+        "more slowly please",
+    )
+    """Whole utterances that slow Nabu down and repeat the last answer."""
+    nothing_to_repeat: str = "I haven't said anything yet. What can I do for you?"
+
+
+class LocaleConfig(_Frozen):
+    """How Nabu tells time and temperature."""
+
+    time_zone: str = "local"
+    """An IANA zone such as America/Chicago, or local for the machine's zone."""
+    clock: Literal["12h", "24h"] = "12h"
+    temperature_unit: Literal["F", "C"] = "F"
+    user_name: str = "Warren"
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone_exists(cls, value: str) -> str:
+        if value != "local":
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError) as e:
+                raise ValueError(
+                    f"unknown time zone {value!r}; use an IANA name like America/Chicago or 'local'"
+                ) from e
+        return value
+
+    @property
+    def tzinfo(self):
+        if self.time_zone == "local":
+            from datetime import datetime
+
+            return datetime.now().astimezone().tzinfo
+        return ZoneInfo(self.time_zone)
+
+
+class AudioConfig(_Frozen):
+    """Sample rates inside the pipeline."""
+
+    in_sample_rate_hz: Literal[16000] = 16000
+    """Whisper and Silero want 16 kHz; everything else is resampled to it."""
+    out_sample_rate_hz: int = Field(default=24000, ge=8000, le=48000)
+    """24 kHz is what the Pipecat web client plays; `nabu talk` writes this rate too."""
+
+
+class NabuConfig(_Frozen):
+    """The whole configuration."""
+
+    stt: STTConfig = STTConfig()
+    guard: GuardConfig = GuardConfig()
+    llm: LLMConfig = LLMConfig()
+    tts: TTSConfig = TTSConfig()
+    turn: TurnConfig = TurnConfig()
+    conversation: ConversationConfig = ConversationConfig()
+    locale: LocaleConfig = LocaleConfig()
+    audio: AudioConfig = AudioConfig()
+    source: Annotated[str, Field(exclude=True)] = ""
+    """Where this config came from (for messages)."""
+
+
+def expand_env(value: object, env: dict[str, str] | os._Environ) -> object:
+    """Expand `${VAR}` and `${VAR:-default}` in every string of a YAML tree.
+
+    `${VAR}` with VAR unset becomes an empty string, so an optional secret can
+    be left out without the config failing to load.
+    """
+    if isinstance(value, str):
+        return _VAR.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), value)
+    if isinstance(value, dict):
+        return {k: expand_env(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, env) for v in value]
+    return value
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"Invalid configuration in {source}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "literal_error":
+            allowed = e.get("ctx", {}).get("expected", "")
+            msg = f"got {e.get('input')!r}; allowed: {allowed}"
+        elif "input" in e and not isinstance(e["input"], dict):
+            msg = f"{msg} (got {e['input']!r})"
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def load_dotenv_file(path: Path | None = None) -> None:
+    """Read `.env` (current directory) into the environment without overriding it."""
+    from dotenv import load_dotenv
+
+    load_dotenv(path or Path.cwd() / ".env", override=False)
+
+
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> NabuConfig:
+    """Load a config file (or NABU_CONFIG, or the embedded default) with env overrides.
+
+    `NABU_LLM_BASE_URL` and `NABU_LLM_MODEL` override whatever the file says,
+    so one command can point any config at another endpoint.
+    """
+    environ = os.environ if env is None else env
+    if path is None:
+        path = environ.get("NABU_CONFIG") or DEFAULT_CONFIG_PATH
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"Config file not found: {path}. Pass an existing YAML file "
+            f"(see configs/ for examples) or leave it out to use the defaults."
+        )
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"Config file {path} is not valid YAML: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"Config file {path} is not a text file") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"Config file {path} must hold a mapping of sections (stt:, llm:, ...)")
+    raw = expand_env(raw, environ)
+    llm = raw.setdefault("llm", {}) if isinstance(raw.get("llm", {}), dict) else raw["llm"]
+    if isinstance(llm, dict):
+        if environ.get("NABU_LLM_BASE_URL"):
+            llm["base_url"] = environ["NABU_LLM_BASE_URL"]
+        if environ.get("NABU_LLM_MODEL"):
+            llm["model"] = environ["NABU_LLM_MODEL"]
+    try:
+        config = NabuConfig(**raw, source=str(path))
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, str(path))) from None
+    except TypeError as e:
+        raise ConfigError(f"Invalid configuration in {path}: {e}") from None
+    return config

@@ -1,0 +1,99 @@
+"""Models loaded once per process and shared by every session.
+
+pipecat services load their models in `__init__`, once per instance; a server
+with many sessions would load Whisper and Piper for each. Nabu loads them here
+once and injects them into its service subclasses.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from loguru import logger
+
+from nabu_pipeline.config import STTConfig, TTSConfig
+from nabu_pipeline.models import Device, choose_device, piper_voice_dir, whisper_model_path
+
+_lock = threading.Lock()
+_whisper: dict[tuple, tuple] = {}
+_piper: dict[tuple, object] = {}
+
+
+@dataclass(frozen=True)
+class LoadedWhisper:
+    model: object
+    path: str
+    device: Device
+
+
+def _load_whisper_model(path: str, device: Device, cpu_threads: int):
+    from faster_whisper import WhisperModel
+
+    return WhisperModel(
+        path, device=device.device, compute_type=device.compute_type, cpu_threads=cpu_threads
+    )
+
+
+def _warm_up_whisper(model) -> None:
+    """Run one tiny decode so the first real turn does not pay for lazy init (or CUDA libs)."""
+    import numpy as np
+
+    segments, _ = model.transcribe(np.zeros(16000, dtype=np.float32), beam_size=1, language="en")
+    list(segments)
+
+
+def whisper(config: STTConfig) -> LoadedWhisper:
+    """The shared faster-whisper model for this config, loaded on first use.
+
+    On a GPU machine whose CUDA 12 libraries are missing (libcublas.so.12,
+    cuDNN 9), CTranslate2 fails at load or first decode; Nabu then falls back
+    to the CPU with one warning instead of crashing.
+    """
+    key = (config.model, config.device, config.compute_type, config.cpu_threads)
+    with _lock:
+        if key in _whisper:
+            return _whisper[key]
+        path = whisper_model_path(config.model)
+        device = choose_device(config.device, config.compute_type)
+        start = time.perf_counter()
+        try:
+            model = _load_whisper_model(path, device, config.cpu_threads)
+            _warm_up_whisper(model)
+        except Exception as e:
+            if device.device != "cuda":
+                raise
+            logger.warning(
+                f"Whisper: CUDA unusable ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+                "falling back to CPU int8. Install nvidia-cublas-cu12 and nvidia-cudnn-cu12 "
+                "for GPU inference."
+            )
+            device = Device("cpu", "int8", "CUDA libraries failed to load")
+            model = _load_whisper_model(path, device, config.cpu_threads)
+            _warm_up_whisper(model)
+        logger.info(
+            f"Whisper {config.model} loaded on {device.device}/{device.compute_type} "
+            f"({device.reason}) in {time.perf_counter() - start:.2f}s"
+        )
+        loaded = LoadedWhisper(model=model, path=path, device=device)
+        _whisper[key] = loaded
+        return loaded
+
+
+def piper(config: TTSConfig):
+    """The shared PiperVoice for this config, loaded and warmed on first use."""
+    key = (config.voice, config.voice_dir, config.use_cuda)
+    with _lock:
+        if key in _piper:
+            return _piper[key]
+        from piper import PiperVoice
+
+        directory = piper_voice_dir(config.voice, config.voice_dir)
+        start = time.perf_counter()
+        voice = PiperVoice.load(directory / f"{config.voice}.onnx", use_cuda=config.use_cuda)
+        for _ in voice.synthesize("Hello."):
+            pass
+        logger.info(f"Piper {config.voice} loaded in {time.perf_counter() - start:.2f}s")
+        _piper[key] = voice
+        return voice

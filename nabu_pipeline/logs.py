@@ -1,0 +1,41 @@
+"""Logging: loguru with secrets redacted from every line, and quiet third-party chatter."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+from loguru import logger
+
+SECRET_ENV = ("OPENAI_API_KEY", "NABU_AUTH_TOKEN", "NABU_LLM_API_KEY")
+_TOKEN_PARAM = re.compile(r"((?:token|api_key|key)=)[^&\s\"']+", re.IGNORECASE)
+_BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._\-]+")
+
+
+def redact(text: str, secrets: tuple[str, ...] | None = None) -> str:
+    """Remove secret values, `?token=` style query parameters and bearer tokens."""
+    if secrets is None:
+        secrets = tuple(v for k in SECRET_ENV if (v := os.environ.get(k)) and len(v) >= 4)
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    text = _TOKEN_PARAM.sub(r"\1***", text)
+    return _BEARER.sub(r"\1***", text)
+
+
+def _patch(record) -> None:
+    record["message"] = redact(record["message"])
+
+
+def setup_logging(level: str | None = None) -> None:
+    """One stderr sink; NABU_LOG_LEVEL (default INFO) sets the level."""
+    level = (level or os.environ.get("NABU_LOG_LEVEL") or "INFO").upper()
+    logger.remove()
+    logger.configure(patcher=_patch)
+    logger.add(
+        sys.stderr,
+        level=level,
+        format="<green>{time:HH:mm:ss.SSS}</green> | <level>{level: <7}</level> | {message}",
+        backtrace=False,
+        diagnose=False,
+    )

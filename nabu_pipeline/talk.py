@@ -1,0 +1,131 @@
+"""`nabu talk`: play recordings into the full pipeline as if spoken; record the answers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loguru import logger
+
+from nabu_pipeline.config import NabuConfig
+from nabu_pipeline.latency import STAGES, ActivityState
+from nabu_pipeline.pipeline import build_session, describe_llm
+from pipecat.transports.base_transport import TransportParams
+from pipecat.workers.runner import WorkerRunner
+from transports.audio_file import read_pcm16, write_pcm16
+from transports.wav_file import WavFileTransport
+
+# After the last input, silence is fed until the reply ends, at most this long.
+MAX_TRAILING_SILENCE_S = 30.0
+# The reply is over when nothing has happened for this long after Nabu stopped speaking.
+REPLY_SETTLE_S = 1.0
+# With no reply at all (noise, a dropped transcript), give up waiting after this much quiet.
+NOTHING_COMING_S = 6.0
+STARTUP_TIMEOUT_S = 60.0
+SHUTDOWN_TIMEOUT_S = 20.0
+
+
+@dataclass
+class TalkResult:
+    turns: list[dict] = field(default_factory=list)
+    output: Path | None = None
+    output_s: float = 0.0
+    input_end_times: list[float] = field(default_factory=list)
+
+
+def _busy(state: ActivityState) -> bool:
+    return (
+        state.bot_speaking
+        or state.llm_running
+        or state.tts_running
+        or state.vad_speaking
+        or state.user_turn_open
+    )
+
+
+def reply_finished(state: ActivityState, bot_stops_before: int, now: float) -> bool:
+    """Nabu has answered (and stopped), or nothing is going to come."""
+    if _busy(state):
+        return False
+    quiet = now - state.last_activity
+    if state.bot_stops > bot_stops_before:
+        return quiet >= REPLY_SETTLE_S
+    return quiet >= NOTHING_COMING_S
+
+
+async def talk(
+    config: NabuConfig, inputs: list[Path], output: Path, *, speed: float = 1.0
+) -> TalkResult:
+    """Run one conversation over `inputs` and write everything Nabu said to `output`."""
+    clips = [read_pcm16(p, config.audio.in_sample_rate_hz) for p in inputs]
+    out_rate = config.audio.out_sample_rate_hz
+    transport = WavFileTransport(
+        TransportParams(
+            audio_in_enabled=True,
+            audio_in_sample_rate=config.audio.in_sample_rate_hz,
+            audio_out_enabled=True,
+            audio_out_sample_rate=out_rate,
+        ),
+        speed=speed,
+    )
+    logger.info(describe_llm(config))
+    session = build_session(
+        config,
+        transport,
+        worker_kwargs={"enable_rtvi": False, "idle_timeout_secs": None},
+    )
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(session.worker)
+    run_task = asyncio.create_task(runner.run())
+    result = TalkResult(output=output)
+    try:
+        await asyncio.wait_for(transport.input().ready.wait(), STARTUP_TIMEOUT_S)
+        state = session.latency.state
+        for path, clip in zip(inputs, clips, strict=True):
+            logger.info(f"Speaking {path.name} ({len(clip) / config.audio.in_sample_rate_hz:.1f}s)")
+            bot_stops_before = state.bot_stops
+            await transport.input().feed(clip)
+            result.input_end_times.append(time.time())
+            await _feed_until_reply_done(transport, state, bot_stops_before)
+            if run_task.done():
+                break
+    finally:
+        await session.worker.stop_when_done()
+        try:
+            await asyncio.wait_for(asyncio.shield(run_task), SHUTDOWN_TIMEOUT_S)
+        except TimeoutError:
+            logger.warning("Pipeline did not stop in time; cancelling it")
+            await runner.cancel()
+            await asyncio.gather(run_task, return_exceptions=True)
+    audio = bytes(transport.output().audio)
+    write_pcm16(output, audio, out_rate)
+    result.output_s = len(audio) / 2 / out_rate
+    result.turns = session.latency.summary()
+    return result
+
+
+async def _feed_until_reply_done(
+    transport: WavFileTransport, state: ActivityState, bot_stops_before: int
+) -> None:
+    step_s = 0.1
+    fed = 0.0
+    while fed < MAX_TRAILING_SILENCE_S:
+        if reply_finished(state, bot_stops_before, time.monotonic()):
+            return
+        await transport.input().feed_silence(step_s)
+        fed += step_s
+    logger.warning(f"No end of reply after {MAX_TRAILING_SILENCE_S:.0f}s of silence; moving on")
+
+
+def format_result(result: TalkResult) -> str:
+    lines = []
+    for i, turn in enumerate(result.turns, 1):
+        lines.append(f"Turn {i}")
+        lines.append(f"  You said:  {turn['transcript'] or '(nothing heard)'}")
+        lines.append(f"  Nabu said: {turn['reply'].strip() or '(nothing)'}")
+        stages = [f"{k[:-2]}={turn[k]:.2f}s" for k in STAGES if turn.get(k) is not None]
+        lines.append(f"  Latency:   {' '.join(stages) if stages else '(no reply)'}")
+    lines.append(f"Wrote {result.output_s:.1f}s of Nabu's speech to {result.output}")
+    return "\n".join(lines)

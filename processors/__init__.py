@@ -1,0 +1,1 @@
+"""Nabu's pipeline stages: one pipecat FrameProcessor (or service subclass) per file."""

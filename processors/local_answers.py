@@ -1,0 +1,76 @@
+"""Answers Nabu gives without any LLM: the time, the date, what it can do.
+
+They keep Nabu useful when no LLM is configured or reachable, and they are
+instant and exact (an LLM does not know the time). Matching is deliberately
+narrow: only utterances that are clearly one of these questions.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from nabu_pipeline.config import LocaleConfig
+from processors.text_normalise import normalise
+
+_TIME = re.compile(
+    r"^(?:(?:hey |ok |okay )?nabu )?(?:what(?:'s| is) the time|what time is it|"
+    r"(?:can|could) you tell me (?:what )?the time|do you (?:know|have) the time|"
+    r"tell me the time|what time(?: is it)? now|time please|the time)(?: now| please| nabu)*$"
+)
+_DATE = re.compile(
+    r"^(?:(?:hey |ok |okay )?nabu )?(?:what(?:'s| is) (?:the date|today's date|the day|today)|"
+    r"what day is (?:it|today)|what(?:'s| is) the date today|which day is it|"
+    r"(?:can|could) you tell me (?:what )?(?:the date|what day it is)|tell me the date|"
+    r"what date is it)(?: today)?(?: please| nabu)*$"
+)
+_HELP = re.compile(
+    r"^(?:(?:hey |ok |okay )?nabu )?(?:what can you do|what do you do|help|help me|"
+    r"how can you help(?: me)?|what are you|who are you)(?: please| nabu)*$"
+)
+
+CAPABILITIES = (
+    "I'm Nabu. You can ask me questions, ask for help with everyday things, "
+    "or ask the time or the date. Say stop at any time, and say again if you missed something."
+)
+NO_LLM = (
+    "Sorry, I can't reach my assistant right now. I can still tell you the time or the date."
+)
+
+
+def _ordinal_day(day: int) -> str:
+    from num2words import num2words
+
+    return num2words(day, to="ordinal")
+
+
+def time_answer(locale: LocaleConfig, now: datetime | None = None) -> str:
+    now = now or datetime.now(locale.tzinfo)
+    if locale.clock == "24h":
+        return f"It's {now:%H:%M}."
+    hour = now.hour % 12 or 12
+    return f"It's {hour}:{now.minute:02d} {'am' if now.hour < 12 else 'pm'}."
+
+
+def date_answer(locale: LocaleConfig, now: datetime | None = None) -> str:
+    now = now or datetime.now(locale.tzinfo)
+    return f"Today is {now:%A}, {now:%B} {_ordinal_day(now.day)}, {now.year}."
+
+
+def local_answer(text: str, locale: LocaleConfig, *, llm_available: bool) -> str | None:
+    """The answer Nabu can give itself, or None when the LLM should answer.
+
+    Time and date are always answered locally. "What can you do" is answered
+    locally only without an LLM (with one, the LLM can say more); anything
+    else without an LLM gets the apology.
+    """
+    norm = normalise(text)
+    if _TIME.match(norm):
+        return time_answer(locale)
+    if _DATE.match(norm):
+        return date_answer(locale)
+    if llm_available:
+        return None
+    if _HELP.match(norm):
+        return CAPABILITIES
+    return NO_LLM

@@ -1,0 +1,79 @@
+"""'Say that again' and 'slower, please': repeat the last answer without asking the LLM.
+
+An old listener often misses a word. Repeating costs nothing: the last
+answer is in the conversation context, so Nabu speaks it again (slower when
+asked, and stays slower from then on) and neither phrase reaches the LLM or
+the history.
+"""
+
+from __future__ import annotations
+
+from loguru import logger
+
+from pipecat.frames.frames import Frame, TranscriptionFrame, TTSSpeakFrame, TTSUpdateSettingsFrame
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from processors.piper_tts import NabuPiperTTSService
+from processors.text_normalise import matches_phrase, normalise
+
+
+def last_assistant_text(context: LLMContext) -> str:
+    for message in reversed(context.get_messages()):
+        if isinstance(message, dict) and message.get("role") == "assistant":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content.strip()
+            if isinstance(content, list):
+                return " ".join(
+                    p.get("text", "") for p in content if isinstance(p, dict)
+                ).strip()
+    return ""
+
+
+class RepeatRequestHandler(FrameProcessor):
+    """Answers repeat/slower requests from the context, with no LLM call."""
+
+    def __init__(
+        self,
+        context: LLMContext,
+        *,
+        repeat_phrases: tuple[str, ...],
+        slower_phrases: tuple[str, ...],
+        length_scale: float,
+        slower_step: float,
+        length_scale_max: float,
+        nothing_to_repeat: str,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self._context = context
+        self._repeat = frozenset(normalise(p) for p in repeat_phrases)
+        self._slower = frozenset(normalise(p) for p in slower_phrases)
+        self._length_scale = length_scale
+        self._step = slower_step
+        self._max = length_scale_max
+        self._nothing = nothing_to_repeat
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, TranscriptionFrame):
+            slower = matches_phrase(frame.text, self._slower)
+            if slower or matches_phrase(frame.text, self._repeat):
+                await self._repeat_last(slower)
+                return
+        await self.push_frame(frame, direction)
+
+    async def _repeat_last(self, slower: bool):
+        if slower:
+            self._length_scale = min(self._length_scale + self._step, self._max)
+            await self.push_frame(
+                TTSUpdateSettingsFrame(
+                    delta=NabuPiperTTSService.Settings(length_scale=self._length_scale)
+                )
+            )
+        text = last_assistant_text(self._context)
+        logger.info(
+            f"{self}: repeating last answer{' slower' if slower else ''} "
+            f"(length_scale {self._length_scale:.2f})"
+        )
+        await self.push_frame(TTSSpeakFrame(text or self._nothing, append_to_context=False))

@@ -1,0 +1,37 @@
+"""Stop phrases: "stop", "never mind", "be quiet" end what Nabu is doing.
+
+The phrase must be the whole utterance ("how do I stop the heater" is a
+question), never reaches the LLM or the history, interrupts speech and any
+LLM generation in flight, and Nabu says at most a short acknowledgement.
+"""
+
+from __future__ import annotations
+
+from loguru import logger
+
+from pipecat.frames.frames import Frame, TranscriptionFrame, TTSSpeakFrame
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from processors.text_normalise import matches_phrase, normalise
+
+
+class StopPhraseFilter(FrameProcessor):
+    """Turns a whole-utterance stop phrase into an interruption."""
+
+    def __init__(self, phrases: tuple[str, ...], acknowledgement: str = "Okay.", **kwargs):
+        super().__init__(**kwargs)
+        self._phrases = frozenset(normalise(p) for p in phrases)
+        self._ack = acknowledgement.strip()
+
+    def is_stop_phrase(self, text: str) -> bool:
+        return matches_phrase(text, self._phrases)
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, TranscriptionFrame) and self.is_stop_phrase(frame.text):
+            logger.info(f"{self}: stop phrase [{frame.text}]: interrupting")
+            # Stops TTS and output at once and cancels the LLM request in flight.
+            await self.broadcast_interruption()
+            if self._ack:
+                await self.push_frame(TTSSpeakFrame(self._ack, append_to_context=False))
+            return
+        await self.push_frame(frame, direction)

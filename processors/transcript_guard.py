@@ -1,0 +1,66 @@
+"""Transcript guard: hallucinated or empty transcripts never reach the LLM.
+
+Whisper invents words from silence and noise ("Thanks for watching", a lone
+"you"). Slurred speech also lowers Whisper's confidence, so the guard combines
+signals (no-speech probability together with log-probability, loop detection,
+phantom phrases, loudness) instead of gating on any single one, and a
+transcript that is merely doubtful gets a spoken request to repeat rather than
+silence.
+"""
+
+from __future__ import annotations
+
+from loguru import logger
+
+from nabu_pipeline.config import GuardConfig
+from pipecat.frames.frames import Frame, TranscriptionFrame, TTSSpeakFrame
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from processors.text_normalise import normalise
+from processors.whisper_stt import TranscriptEvidence
+
+# Quieter than this, "speech" is room tone: whatever Whisper heard in it is invented.
+SILENCE_DBFS = -55.0
+ASK_TO_REPEAT = "Sorry, I didn't quite catch that. Could you say it again?"
+
+
+def judge(text: str, evidence: TranscriptEvidence | None, config: GuardConfig) -> str:
+    """Return "ok", "doubtful" or a reason to drop the transcript."""
+    norm = normalise(text)
+    if not norm or not any(c.isalnum() for c in norm):
+        return "drop: empty"
+    if norm in config.phantom_phrases:
+        return "drop: phantom phrase"
+    if evidence is None:
+        return "ok"
+    if evidence.rms_dbfs < SILENCE_DBFS:
+        return "drop: near-silent audio"
+    if evidence.compression_ratio > config.compression_ratio_max:
+        return "drop: repetitive (decoder loop)"
+    unsure = evidence.avg_logprob < config.avg_logprob_min
+    if evidence.no_speech_prob > config.no_speech_prob_max and unsure:
+        return "drop: probably not speech"
+    if unsure:
+        return "doubtful"
+    return "ok"
+
+
+class TranscriptGuard(FrameProcessor):
+    """Drops invented transcripts and asks Warren to repeat doubtful ones."""
+
+    def __init__(self, config: GuardConfig, **kwargs):
+        super().__init__(**kwargs)
+        self._config = config
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, TranscriptionFrame):
+            verdict = judge(frame.text, frame.result, self._config)
+            if verdict == "ok":
+                await self.push_frame(frame, direction)
+            elif verdict == "doubtful":
+                logger.info(f"{self}: doubtful transcript [{frame.text}]: asking to repeat")
+                await self.push_frame(TTSSpeakFrame(ASK_TO_REPEAT, append_to_context=False))
+            else:
+                logger.info(f"{self}: dropped [{frame.text}] ({verdict})")
+            return
+        await self.push_frame(frame, direction)

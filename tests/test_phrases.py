@@ -1,0 +1,78 @@
+"""Stop and repeat phrases match whole utterances only; local answers are narrow."""
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from nabu_pipeline.config import ConversationConfig, GuardConfig, LocaleConfig
+from processors.history_window import trim_to_turns
+from processors.local_answers import NO_LLM, date_answer, local_answer, time_answer
+from processors.stop_phrases import StopPhraseFilter
+from processors.transcript_guard import judge
+from processors.whisper_stt import TranscriptEvidence
+
+STOP = StopPhraseFilter(ConversationConfig().stop_phrases)
+
+
+@pytest.mark.parametrize(
+    "text", ["Stop.", "stop!", " Stop talking.", "Never mind.", "Be quiet!", "Okay, stop please.",
+             "Nabu, stop.", "Um, never mind."]
+)
+def test_stop_phrases(text):
+    assert STOP.is_stop_phrase(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["How do I stop the heater?", "Don't stop.", "Stop the music in the kitchen.",
+             "Never mind the weather, what time is it?", "The bus stop is far."]
+)
+def test_not_stop_phrases(text):
+    assert not STOP.is_stop_phrase(text)
+
+
+def test_time_and_date_answers_follow_locale():
+    now = datetime(2026, 3, 5, 15, 7, tzinfo=ZoneInfo("America/Chicago"))
+    assert time_answer(LocaleConfig(clock="12h"), now) == "It's 3:07 pm."
+    assert time_answer(LocaleConfig(clock="24h"), now) == "It's 15:07."
+    assert date_answer(LocaleConfig(), now) == "Today is Thursday, March fifth, 2026."
+
+
+def test_local_answers_are_narrow():
+    locale = LocaleConfig()
+    assert local_answer("What time is it?", locale, llm_available=True).startswith("It's")
+    assert local_answer("What's the date today?", locale, llm_available=True).startswith("Today")
+    assert local_answer("What time does the pharmacy open?", locale, llm_available=True) is None
+    assert local_answer("Tell me about the moon.", locale, llm_available=True) is None
+    assert local_answer("Tell me about the moon.", locale, llm_available=False) == NO_LLM
+    assert "Nabu" in local_answer("What can you do?", locale, llm_available=False)
+
+
+def _evidence(**kw):
+    base = dict(no_speech_prob=0.05, avg_logprob=-0.3, compression_ratio=1.2, audio_s=2.0,
+                rms_dbfs=-25.0, stt_s=0.4)
+    base.update(kw)
+    return TranscriptEvidence(**base)
+
+
+def test_guard_verdicts():
+    g = GuardConfig()
+    assert judge("Turn on the kitchen light.", _evidence(), g) == "ok"
+    assert judge("Thanks for watching!", _evidence(), g).startswith("drop")
+    assert judge("you", _evidence(), g).startswith("drop")
+    assert judge("...", _evidence(), g).startswith("drop")
+    assert judge("Hello there.", _evidence(rms_dbfs=-70), g).startswith("drop")
+    assert judge("la la la la la", _evidence(compression_ratio=3.1), g).startswith("drop")
+    assert judge("mumble", _evidence(no_speech_prob=0.8, avg_logprob=-1.4), g).startswith("drop")
+    assert judge("Turn of the kitten lie", _evidence(avg_logprob=-1.3), g) == "doubtful"
+
+
+def test_history_window_keeps_last_turns():
+    msgs = [{"role": "system", "content": "s"}]
+    for i in range(5):
+        msgs += [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]
+    msgs.append({"role": "user", "content": "now"})
+    trimmed = trim_to_turns(msgs, 2)
+    assert [m["content"] for m in trimmed] == ["s", "q3", "a3", "q4", "a4", "now"]
+    assert trim_to_turns(msgs, 10) == msgs
+    assert [m["content"] for m in trim_to_turns(msgs, 0)] == ["s", "now"]

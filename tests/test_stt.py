@@ -1,0 +1,71 @@
+"""Real Whisper weights on real speech: tiny.en and base, located offline."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+from jiwer import wer
+from whisper_normalizer.english import EnglishTextNormalizer
+
+from nabu_pipeline.models import ModelError, choose_device, whisper_model_path
+
+from .conftest import CLIPS, manifest, transcribe
+
+NORMALISE = EnglishTextNormalizer()
+CLEAR_CLIPS = ["goforward.wav", "jfk.wav", "sb_spk1_snt1.wav", "sb_spk1_snt5.wav",
+               "sb_spk2_snt4.wav", "librivox_sas01_0880.wav", "something.wav"]
+
+
+def test_tiny_en_transcribes_real_speech(whisper_tiny):
+    rows = {r["file"]: r["transcript"] for r in manifest()}
+    refs, hyps = [], []
+    for name in CLEAR_CLIPS:
+        hyp = transcribe(whisper_tiny, CLIPS / name)
+        refs.append(NORMALISE(rows[name]))
+        hyps.append(NORMALISE(hyp))
+    assert hyps[0] == "go forward 10 meters"
+    assert "ask not what your country can do for you" in hyps[1]
+    assert wer(refs, hyps) < 0.12, list(zip(refs, hyps, strict=True))
+
+
+@pytest.mark.slow
+def test_base_is_assembled_from_its_two_packages_and_transcribes(tmp_path, monkeypatch):
+    monkeypatch.setenv("NABU_CACHE_DIR", str(tmp_path))
+    from faster_whisper import WhisperModel
+
+    path = whisper_model_path("base")
+    assert (tmp_path / "whisper-base" / "model.bin").stat().st_size == 72608766 * 2
+    assert whisper_model_path("base") == path  # second call reuses the assembled copy
+    model = WhisperModel(path, device="cpu", compute_type="int8")
+    text = transcribe(model, CLIPS / "sb_spk1_snt3.wav")
+    assert NORMALISE(text) == "at that high level the air is pure"
+
+
+def test_unknown_model_is_a_clear_error_naming_the_fix(tmp_path):
+    with pytest.raises(ModelError, match="does not download"):
+        whisper_model_path("large-v3")
+    with pytest.raises(ModelError, match="neither"):
+        whisper_model_path("no-such-model")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="model.bin"):
+        whisper_model_path(str(tmp_path / "empty"))
+
+
+def test_model_directory_is_accepted():
+    path = whisper_model_path("tiny.en")
+    assert whisper_model_path(path) == path
+
+
+def test_device_is_cpu_int8_without_a_gpu():
+    device = choose_device("auto", "auto")
+    import ctranslate2
+
+    if ctranslate2.get_cuda_device_count() == 0:
+        assert (device.device, device.compute_type) == ("cpu", "int8")
+    else:
+        assert device.device == "cuda"
+
+
+def test_silence_gives_no_words(whisper_tiny, tmp_path):
+    path = tmp_path / "silence.wav"
+    sf.write(str(path), np.zeros(16000 * 2, dtype=np.int16), 16000)
+    assert NORMALISE(transcribe(whisper_tiny, path)) in ("", "you")

@@ -1,0 +1,113 @@
+"""A transport that plays audio into the pipeline as if spoken, and records what Nabu says.
+
+Used by `nabu talk` and the benchmark. Input is fed in 20 ms frames on a
+clock (real time, or `speed` times faster), so VAD, turn end and barge-in see
+what they would see from a microphone. Output is paced the same way, as a
+phone would play it, so an interruption cuts the reply where a listener
+would hear it cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+
+from pipecat.frames.frames import InputAudioRawFrame, OutputAudioRawFrame, StartFrame
+from pipecat.transports.base_input import BaseInputTransport
+from pipecat.transports.base_output import BaseOutputTransport
+from pipecat.transports.base_transport import BaseTransport, TransportParams
+
+FRAME_S = 0.02
+
+
+class WavFileInputTransport(BaseInputTransport):
+    """Feeds PCM into the pipeline on a real-time (or sped-up) clock."""
+
+    def __init__(self, params: TransportParams, speed: float, **kwargs):
+        super().__init__(params, **kwargs)
+        self._speed = speed
+        self.ready = asyncio.Event()
+        self.fed_s = 0.0
+        """Audio time fed so far (the input's own clock)."""
+
+    async def start(self, frame: StartFrame):
+        await super().start(frame)
+        await self.set_transport_ready(frame)
+        self.ready.set()
+
+    async def feed(self, samples: np.ndarray, *, stop: asyncio.Event | None = None) -> None:
+        """Push int16 mono samples at the input sample rate, 20 ms per frame, paced."""
+        rate = self.sample_rate
+        step = int(rate * FRAME_S)
+        t0 = time.monotonic()
+        for n, i in enumerate(range(0, len(samples), step)):
+            if stop is not None and stop.is_set():
+                return
+            chunk = samples[i : i + step]
+            if len(chunk) < step:
+                chunk = np.pad(chunk, (0, step - len(chunk)))
+            await self.push_audio_frame(
+                InputAudioRawFrame(audio=chunk.tobytes(), sample_rate=rate, num_channels=1)
+            )
+            self.fed_s += FRAME_S
+            delay = t0 + (n + 1) * FRAME_S / self._speed - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                await asyncio.sleep(0)
+
+    async def feed_silence(self, seconds: float, *, stop: asyncio.Event | None = None) -> None:
+        await self.feed(np.zeros(int(self.sample_rate * seconds), dtype=np.int16), stop=stop)
+
+
+class WavFileOutputTransport(BaseOutputTransport):
+    """Collects the audio Nabu speaks, paced like a speaker playing it."""
+
+    def __init__(self, params: TransportParams, speed: float, **kwargs):
+        super().__init__(params, **kwargs)
+        self._speed = speed
+        self._next_send = 0.0
+        self.audio = bytearray()
+        self.first_audio_at: list[float] = []
+        """Wall-clock time of each burst's first frame (a burst follows >0.5 s of silence)."""
+        self._last_write = 0.0
+
+    async def start(self, frame: StartFrame):
+        await super().start(frame)
+        await self.set_transport_ready(frame)
+
+    async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
+        now = time.monotonic()
+        if now - self._last_write > 0.5:
+            self.first_audio_at.append(time.time())
+        self._last_write = now
+        self.audio.extend(frame.audio)
+        duration = len(frame.audio) / 2 / max(frame.num_channels, 1) / frame.sample_rate
+        interval = duration / self._speed
+        delay = self._next_send - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+            self._next_send += interval
+        else:
+            self._next_send = time.monotonic() + interval
+        return True
+
+
+class WavFileTransport(BaseTransport):
+    """Input from arrays of samples, output to a byte buffer."""
+
+    def __init__(self, params: TransportParams, speed: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        if speed <= 0:
+            raise ValueError("speed must be > 0")
+        self._params = params
+        self._input = WavFileInputTransport(params, speed, name="WavFileInput")
+        self._output = WavFileOutputTransport(params, speed, name="WavFileOutput")
+
+    def input(self) -> WavFileInputTransport:
+        return self._input
+
+    def output(self) -> WavFileOutputTransport:
+        return self._output
