@@ -128,7 +128,10 @@ class LLMConfig(_Frozen):
         return not (self.endpoint.is_openai_cloud and not self.api_key)
 
     def __repr__(self) -> str:
-        return f"LLMConfig(provider={self.provider!r}, base_url={self.base_url!r}, model={self.model!r})"
+        return (
+            f"LLMConfig(provider={self.provider!r}, base_url={self.base_url!r}, "
+            f"model={self.model!r})"
+        )
 
     __str__ = __repr__
 

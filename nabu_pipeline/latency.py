@@ -18,7 +18,6 @@ import time
 from dataclasses import dataclass, field
 
 from loguru import logger
-
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
@@ -204,8 +203,6 @@ class LatencyObserver(BaseObserver):
 
     def summary(self) -> list[dict]:
         return [t.as_dict() for t in self.turns if t.transcript or t.reply]
-
-
 
 
 __all__ = ["STAGES", "ActivityState", "LatencyObserver", "TurnRecord"]

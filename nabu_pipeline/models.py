@@ -193,4 +193,3 @@ def choose_device(device: str = "auto", compute_type: str = "auto") -> Device:
     if compute_type == "auto":
         compute_type = _cuda_compute_type() if device == "cuda" else "int8"
     return Device(device=device, compute_type=compute_type, reason=reason)
-

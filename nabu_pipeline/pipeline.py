@@ -15,11 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from loguru import logger
-
-from nabu_pipeline import engines
-from nabu_pipeline.config import NabuConfig
-from nabu_pipeline.latency import LatencyObserver
-from nabu_pipeline.prompts import system_prompt
 from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 from pipecat.audio.vad.silero import SileroVADAnalyzer
@@ -45,6 +40,11 @@ from pipecat.turns.user_stop import (
     TurnAnalyzerUserTurnStopStrategy,
 )
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
+
+from nabu_pipeline import engines
+from nabu_pipeline.config import NabuConfig
+from nabu_pipeline.latency import LatencyObserver
+from nabu_pipeline.prompts import system_prompt
 from processors.history_window import HistoryWindow
 from processors.openai_llm import NabuOpenAILLMService
 from processors.piper_tts import NabuPiperTTSService

@@ -121,7 +121,9 @@ class ScriptedLLMServer:
     # --- handlers --------------------------------------------------------------------------
 
     async def _models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": "scripted", "object": "model"}]})
+        return web.json_response(
+            {"object": "list", "data": [{"id": "scripted", "object": "model"}]}
+        )
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -129,7 +131,7 @@ class ScriptedLLMServer:
         self.requests.append(Recorded(messages=messages, body=body, at=time.time()))
         script = self.script
         fault = script.fault
-        if fault == "429-once" and self._faults_served == 0 or fault == "429":
+        if (fault == "429-once" and self._faults_served == 0) or fault == "429":
             self._faults_served += 1
             headers = {}
             if script.retry_after_s is not None:
@@ -140,7 +142,9 @@ class ScriptedLLMServer:
                 headers=headers,
             )
         if fault == "500":
-            return web.json_response({"error": {"message": "boom", "type": "server_error"}}, status=500)
+            return web.json_response(
+                {"error": {"message": "boom", "type": "server_error"}}, status=500
+            )
         if fault == "hang":
             await asyncio.sleep(3600)
         reply = script.reply(messages) if callable(script.reply) else script.reply
@@ -161,7 +165,13 @@ class ScriptedLLMServer:
             if fault == "malformed" and i == len(tokens) // 2:
                 await resp.write(b"data: {not json\n\n")
                 continue
-            await resp.write(_sse(_chunk(cid, model, {"content": tok} if i else {"role": "assistant", "content": tok})))
+            await resp.write(
+                _sse(
+                    _chunk(
+                        cid, model, {"content": tok} if i else {"role": "assistant", "content": tok}
+                    )
+                )
+            )
             if script.tokens_per_s > 0:
                 await asyncio.sleep(1.0 / script.tokens_per_s)
         await resp.write(_sse(_chunk(cid, model, {}, finish="stop")))
@@ -205,7 +215,15 @@ def _completion(model: str, reply: str) -> dict:
         "created": int(time.time()),
         "model": model,
         "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": reply},
+                "finish_reason": "stop",
+            }
         ],
-        "usage": {"prompt_tokens": 10, "completion_tokens": len(_tokens(reply)), "total_tokens": 10},
+        "usage": {
+            "prompt_tokens": 10,
+            "completion_tokens": len(_tokens(reply)),
+            "total_tokens": 10,
+        },
     }

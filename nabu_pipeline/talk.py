@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 from loguru import logger
+from pipecat.transports.base_transport import TransportParams
+from pipecat.workers.runner import WorkerRunner
 
 from nabu_pipeline.config import NabuConfig
 from nabu_pipeline.latency import STAGES, ActivityState
 from nabu_pipeline.pipeline import build_session, describe_llm
-from pipecat.transports.base_transport import TransportParams
-from pipecat.workers.runner import WorkerRunner
 from transports.audio_file import read_pcm16, write_pcm16
 from transports.wav_file import WavFileTransport
 
@@ -33,6 +34,10 @@ class TalkResult:
     output: Path | None = None
     output_s: float = 0.0
     input_end_times: list[float] = field(default_factory=list)
+    burst_s: list[float] = field(default_factory=list)
+    """Length of each stretch of Nabu's speech, in order."""
+    history: list[dict] = field(default_factory=list)
+    """The conversation context at the end (what the LLM would see next)."""
 
 
 def _busy(state: ActivityState) -> bool:
@@ -67,6 +72,7 @@ async def talk(
             audio_in_sample_rate=config.audio.in_sample_rate_hz,
             audio_out_enabled=True,
             audio_out_sample_rate=out_rate,
+            audio_out_end_silence_secs=0,  # OUT.wav holds what Nabu said, not padding
         ),
         speed=speed,
     )
@@ -103,6 +109,9 @@ async def talk(
     write_pcm16(output, audio, out_rate)
     result.output_s = len(audio) / 2 / out_rate
     result.turns = session.latency.summary()
+    offsets = [offset for _, offset in transport.output().bursts] + [len(audio)]
+    result.burst_s = [(b - a) / 2 / out_rate for a, b in pairwise(offsets)]
+    result.history = [m for m in session.context.get_messages() if isinstance(m, dict)]
     return result
 
 

@@ -33,9 +33,7 @@ CAPABILITIES = (
     "I'm Nabu. You can ask me questions, ask for help with everyday things, "
     "or ask the time or the date. Say stop at any time, and say again if you missed something."
 )
-NO_LLM = (
-    "Sorry, I can't reach my assistant right now. I can still tell you the time or the date."
-)
+NO_LLM = "Sorry, I can't reach my assistant right now. I can still tell you the time or the date."
 
 
 def _ordinal_day(day: int) -> str:

@@ -17,12 +17,12 @@ from __future__ import annotations
 import httpx
 from loguru import logger
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
-
-from nabu_pipeline.config import LLMConfig, LocaleConfig
 from pipecat.frames.frames import Frame, LLMTextFrame
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.openai.llm import OpenAILLMService
+
+from nabu_pipeline.config import LLMConfig, LocaleConfig
 from processors.local_answers import NO_LLM, local_answer
 
 BROKEN_OFF = "Sorry, I lost my train of thought there."

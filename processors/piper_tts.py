@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loguru import logger
-from piper import PiperVoice, SynthesisConfig
-
 from pipecat.frames.frames import ErrorFrame, Frame
 from pipecat.services.piper.tts import PiperTTSService, PiperTTSSettings
 from pipecat.services.tts_service import TTSService
 from pipecat.utils.tracing.service_decorators import traced_tts
 from pipecat.utils.types import NOT_GIVEN, NotGiven, is_given
+from piper import PiperVoice, SynthesisConfig
 
 
 @dataclass

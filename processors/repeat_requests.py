@@ -9,10 +9,11 @@ the history.
 from __future__ import annotations
 
 from loguru import logger
-
 from pipecat.frames.frames import Frame, TranscriptionFrame, TTSSpeakFrame, TTSUpdateSettingsFrame
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from processors.consumed_transcript import consumed
 from processors.piper_tts import NabuPiperTTSService
 from processors.text_normalise import matches_phrase, normalise
 
@@ -24,9 +25,7 @@ def last_assistant_text(context: LLMContext) -> str:
             if isinstance(content, str):
                 return content.strip()
             if isinstance(content, list):
-                return " ".join(
-                    p.get("text", "") for p in content if isinstance(p, dict)
-                ).strip()
+                return " ".join(p.get("text", "") for p in content if isinstance(p, dict)).strip()
     return ""
 
 
@@ -59,6 +58,7 @@ class RepeatRequestHandler(FrameProcessor):
         if isinstance(frame, TranscriptionFrame):
             slower = matches_phrase(frame.text, self._slower)
             if slower or matches_phrase(frame.text, self._repeat):
+                await self.push_frame(consumed(frame), direction)
                 await self._repeat_last(slower)
                 return
         await self.push_frame(frame, direction)

@@ -39,7 +39,9 @@ _MONEY = re.compile(
 _TIME = re.compile(
     r"\b(?P<h>[01]?\d|2[0-3]):(?P<m>[0-5]\d)(?:\s?(?P<ampm>[aApP])(?:\.\s?[mM]\.|\s?[mM])(?=\W|$))?"
 )
-_HOUR_AMPM = re.compile(r"\b(?P<h>1[0-2]|0?[1-9])\s?(?P<ampm>[aApP])(?:\.\s?[mM]\.|\s?[mM])(?=\W|$)")
+_HOUR_AMPM = re.compile(
+    r"\b(?P<h>1[0-2]|0?[1-9])\s?(?P<ampm>[aApP])(?:\.\s?[mM]\.|\s?[mM])(?=\W|$)"
+)
 _TEMP = re.compile(rf"(?P<sign>[-−])?(?P<num>{_NUM})\s?°\s?(?P<unit>[CF])?\b")
 _PERCENT = re.compile(rf"(?P<sign>-)?(?P<num>{_NUM})\s?%")
 _FRACTION = re.compile(r"(?<![\d/])(?P<n>\d)/(?P<d>[2-9]|10)(?![\d/])")

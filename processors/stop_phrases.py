@@ -8,9 +8,10 @@ LLM generation in flight, and Nabu says at most a short acknowledgement.
 from __future__ import annotations
 
 from loguru import logger
-
 from pipecat.frames.frames import Frame, TranscriptionFrame, TTSSpeakFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from processors.consumed_transcript import consumed
 from processors.text_normalise import matches_phrase, normalise
 
 
@@ -31,6 +32,7 @@ class StopPhraseFilter(FrameProcessor):
             logger.info(f"{self}: stop phrase [{frame.text}]: interrupting")
             # Stops TTS and output at once and cancels the LLM request in flight.
             await self.broadcast_interruption()
+            await self.push_frame(consumed(frame), direction)
             if self._ack:
                 await self.push_frame(TTSSpeakFrame(self._ack, append_to_context=False))
             return

@@ -11,10 +11,10 @@ silence.
 from __future__ import annotations
 
 from loguru import logger
-
-from nabu_pipeline.config import GuardConfig
 from pipecat.frames.frames import Frame, TranscriptionFrame, TTSSpeakFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from nabu_pipeline.config import GuardConfig
 from processors.text_normalise import normalise
 from processors.whisper_stt import TranscriptEvidence
 

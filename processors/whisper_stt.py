@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from loguru import logger
-
 from pipecat.frames.frames import ErrorFrame, Frame, TranscriptionFrame
 from pipecat.services.whisper.stt import WhisperSTTService
 from pipecat.transcriptions.language import Language

@@ -113,9 +113,21 @@ def test_cli_reports_config_error_without_traceback(tmp_path):
 
     sf.write(str(wav), np.zeros(1600, dtype=np.int16), 16000)
     proc = subprocess.run(
-        [sys.executable, "-m", "nabu_pipeline.cli", "talk", "--input", str(wav),
-         "--output", str(tmp_path / "o.wav"), "--config", str(path)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "nabu_pipeline.cli",
+            "talk",
+            "--input",
+            str(wav),
+            "--output",
+            str(tmp_path / "o.wav"),
+            "--config",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "llm.provider" in proc.stderr and "Traceback" not in proc.stderr
@@ -125,16 +137,36 @@ def test_cli_rejects_a_file_that_is_not_audio(tmp_path):
     bad = tmp_path / "notes.wav"
     bad.write_text("this is not audio")
     proc = subprocess.run(
-        [sys.executable, "-m", "nabu_pipeline.cli", "talk", "--input", str(bad),
-         "--output", str(tmp_path / "o.wav")],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "nabu_pipeline.cli",
+            "talk",
+            "--input",
+            str(bad),
+            "--output",
+            str(tmp_path / "o.wav"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "not an audio file" in proc.stderr and "Traceback" not in proc.stderr
     missing = subprocess.run(
-        [sys.executable, "-m", "nabu_pipeline.cli", "talk", "--input", str(tmp_path / "x.wav"),
-         "--output", str(tmp_path / "o.wav")],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "nabu_pipeline.cli",
+            "talk",
+            "--input",
+            str(tmp_path / "x.wav"),
+            "--output",
+            str(tmp_path / "o.wav"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert missing.returncode == 2 and "not found" in missing.stderr
 

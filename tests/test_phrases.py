@@ -16,16 +16,31 @@ STOP = StopPhraseFilter(ConversationConfig().stop_phrases)
 
 
 @pytest.mark.parametrize(
-    "text", ["Stop.", "stop!", " Stop talking.", "Never mind.", "Be quiet!", "Okay, stop please.",
-             "Nabu, stop.", "Um, never mind."]
+    "text",
+    [
+        "Stop.",
+        "stop!",
+        " Stop talking.",
+        "Never mind.",
+        "Be quiet!",
+        "Okay, stop please.",
+        "Nabu, stop.",
+        "Um, never mind.",
+    ],
 )
 def test_stop_phrases(text):
     assert STOP.is_stop_phrase(text)
 
 
 @pytest.mark.parametrize(
-    "text", ["How do I stop the heater?", "Don't stop.", "Stop the music in the kitchen.",
-             "Never mind the weather, what time is it?", "The bus stop is far."]
+    "text",
+    [
+        "How do I stop the heater?",
+        "Don't stop.",
+        "Stop the music in the kitchen.",
+        "Never mind the weather, what time is it?",
+        "The bus stop is far.",
+    ],
 )
 def test_not_stop_phrases(text):
     assert not STOP.is_stop_phrase(text)
@@ -49,8 +64,14 @@ def test_local_answers_are_narrow():
 
 
 def _evidence(**kw):
-    base = dict(no_speech_prob=0.05, avg_logprob=-0.3, compression_ratio=1.2, audio_s=2.0,
-                rms_dbfs=-25.0, stt_s=0.4)
+    base = dict(
+        no_speech_prob=0.05,
+        avg_logprob=-0.3,
+        compression_ratio=1.2,
+        audio_s=2.0,
+        rms_dbfs=-25.0,
+        stt_s=0.4,
+    )
     base.update(kw)
     return TranscriptEvidence(**base)
 

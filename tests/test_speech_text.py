@@ -41,7 +41,10 @@ def test_spoken_forms(text, spoken):
     ("text", "spoken"),
     [
         ("**Yes**, take the *blue* pill.", "Yes, take the blue pill."),
-        ("## Steps\n- Open the door\n- Turn on the light", "Steps. Open the door. Turn on the light"),
+        (
+            "## Steps\n- Open the door\n- Turn on the light",
+            "Steps. Open the door. Turn on the light",
+        ),
         ("1. First\n2. Second", "First. Second"),
         ("Great idea! 😀👍", "Great idea!"),
         ("See [the guide](https://example.com/guide) for more.", "See the guide for more."),

@@ -11,8 +11,15 @@ from nabu_pipeline.models import ModelError, choose_device, whisper_model_path
 from .conftest import CLIPS, manifest, transcribe
 
 NORMALISE = EnglishTextNormalizer()
-CLEAR_CLIPS = ["goforward.wav", "jfk.wav", "sb_spk1_snt1.wav", "sb_spk1_snt5.wav",
-               "sb_spk2_snt4.wav", "librivox_sas01_0880.wav", "something.wav"]
+CLEAR_CLIPS = [
+    "goforward.wav",
+    "jfk.wav",
+    "sb_spk1_snt1.wav",
+    "sb_spk1_snt5.wav",
+    "sb_spk2_snt4.wav",
+    "librivox_sas01_0880.wav",
+    "something.wav",
+]
 
 
 def test_tiny_en_transcribes_real_speech(whisper_tiny):
@@ -46,7 +53,7 @@ def test_unknown_model_is_a_clear_error_naming_the_fix(tmp_path):
     with pytest.raises(ModelError, match="neither"):
         whisper_model_path("no-such-model")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelError, match="model.bin"):
+    with pytest.raises(ModelError, match=r"model\.bin"):
         whisper_model_path(str(tmp_path / "empty"))
 
 

@@ -1,1 +1,1 @@
-"""Ways audio gets in and out of Nabu: WAV files (`nabu talk`), the phone WebSocket, the desk mic."""
+"""How audio gets in and out of Nabu: WAV files (`nabu talk`), the phone WebSocket, the mic."""

@@ -13,7 +13,6 @@ import asyncio
 import time
 
 import numpy as np
-
 from pipecat.frames.frames import InputAudioRawFrame, OutputAudioRawFrame, StartFrame
 from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
@@ -70,8 +69,8 @@ class WavFileOutputTransport(BaseOutputTransport):
         self._speed = speed
         self._next_send = 0.0
         self.audio = bytearray()
-        self.first_audio_at: list[float] = []
-        """Wall-clock time of each burst's first frame (a burst follows >0.5 s of silence)."""
+        self.bursts: list[tuple[float, int]] = []
+        """(wall-clock time, byte offset) where each burst of speech began (after >0.5 s quiet)."""
         self._last_write = 0.0
 
     async def start(self, frame: StartFrame):
@@ -81,7 +80,7 @@ class WavFileOutputTransport(BaseOutputTransport):
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
         now = time.monotonic()
         if now - self._last_write > 0.5:
-            self.first_audio_at.append(time.time())
+            self.bursts.append((time.time(), len(self.audio)))
         self._last_write = now
         self.audio.extend(frame.audio)
         duration = len(frame.audio) / 2 / max(frame.num_channels, 1) / frame.sample_rate
