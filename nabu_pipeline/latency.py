@@ -59,6 +59,7 @@ class TurnRecord:
     transcript_at: float | None = None
     llm_request: float | None = None
     first_token: float | None = None
+    llm_end: float | None = None
     first_sentence: float | None = None
     first_audio: float | None = None
     bot_started: float | None = None
@@ -78,7 +79,15 @@ class TurnRecord:
         }
 
     def as_dict(self) -> dict:
-        return {"transcript": self.transcript, "reply": self.reply, **self.stages()}
+        streamed = None
+        if self.llm_request is not None and self.llm_end is not None:
+            streamed = round(self.llm_end - self.llm_request, 3)
+        return {
+            "transcript": self.transcript,
+            "reply": self.reply,
+            **self.stages(),
+            "llm_total_s": streamed,
+        }
 
 
 @dataclass
@@ -156,6 +165,8 @@ class LatencyObserver(BaseObserver):
                 self._reply_turn.llm_request = now
         elif isinstance(frame, LLMFullResponseEndFrame):
             state.llm_running = False
+            if self._reply_turn is not None and self._reply_turn.llm_end is None:
+                self._reply_turn.llm_end = now
         elif isinstance(frame, LLMTextFrame):
             turn = self._reply_turn
             if turn is not None:

@@ -47,7 +47,19 @@ def time_answer(locale: LocaleConfig, now: datetime | None = None) -> str:
     if locale.clock == "24h":
         return f"It's {now:%H:%M}."
     hour = now.hour % 12 or 12
-    return f"It's {hour}:{now.minute:02d} {'am' if now.hour < 12 else 'pm'}."
+    clock = f"{hour} o'clock" if now.minute == 0 else f"{hour}:{now.minute:02d}"
+    return f"It's {clock} {part_of_day(now.hour)}."
+
+
+def part_of_day(hour: int) -> str:
+    """Said instead of "a m"/"p m": clearer to hear, and what people say."""
+    if hour < 5 or hour >= 21:
+        return "at night"
+    if hour < 12:
+        return "in the morning"
+    if hour < 18:
+        return "in the afternoon"
+    return "in the evening"
 
 
 def date_answer(locale: LocaleConfig, now: datetime | None = None) -> str:

@@ -48,7 +48,8 @@ def test_not_stop_phrases(text):
 
 def test_time_and_date_answers_follow_locale():
     now = datetime(2026, 3, 5, 15, 7, tzinfo=ZoneInfo("America/Chicago"))
-    assert time_answer(LocaleConfig(clock="12h"), now) == "It's 3:07 pm."
+    assert time_answer(LocaleConfig(clock="12h"), now) == "It's 3:07 in the afternoon."
+    assert time_answer(LocaleConfig(), now.replace(hour=21, minute=0)) == "It's 9 o'clock at night."
     assert time_answer(LocaleConfig(clock="24h"), now) == "It's 15:07."
     assert date_answer(LocaleConfig(), now) == "Today is Thursday, March fifth, 2026."
 
