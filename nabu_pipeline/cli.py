@@ -7,6 +7,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+from benchmarks.clips import ManifestError
 from nabu_pipeline.config import ConfigError, load_config, load_dotenv_file
 from nabu_pipeline.logs import setup_logging
 from nabu_pipeline.models import ModelError
@@ -71,14 +72,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "talk":
             return _talk(args)
-        if args.command in ("serve", "mic", "bench"):
+        if args.command == "bench":
+            from benchmarks.run import main as bench_main
+
+            return bench_main(args)
+        if args.command == "serve":
+            from nabu_pipeline.server import serve
+
+            return serve(load_config(args.config), args.host, args.port)
+        if args.command == "mic":
             print(
                 f"nabu {args.command} is not built yet; see the open issues. "
                 "Use `nabu talk --input IN.wav --output OUT.wav` meanwhile.",
                 file=sys.stderr,
             )
             return 2
-    except (ConfigError, ModelError, AudioFileError) as e:
+    except (ConfigError, ModelError, AudioFileError, ManifestError) as e:
         print(f"nabu: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -160,8 +160,13 @@ class TTSConfig(_Frozen):
 class TurnConfig(_Frozen):
     """When Warren has finished speaking."""
 
-    strategy: Literal["smart_turn", "speech_timeout"] = "smart_turn"
-    """smart_turn: pipecat's smart-turn v3 model; speech_timeout: a fixed silence."""
+    strategy: Literal["patient", "smart_turn", "speech_timeout"] = "patient"
+    """patient: end the turn on each transcript, answer speculatively, and speak only after
+    pause_tolerance_s of silence; smart_turn: pipecat's smart-turn v3; speech_timeout: a
+    fixed silence."""
+    pause_tolerance_s: float = Field(default=1.3, ge=0, le=5)
+    """Silence after Warren's last word before Nabu may start a reply (his mid-sentence pauses
+    are 0.5-1.2 s). The reply is prepared meanwhile; 0 disables the hold."""
     vad_stop_s: float = Field(default=0.2, gt=0, le=2)
     """Silence that ends a VAD segment (smart-turn expects 0.2)."""
     vad_start_s: float = Field(default=0.2, gt=0, le=1)
@@ -276,6 +281,49 @@ class AudioConfig(_Frozen):
     """24 kHz is what the Pipecat web client plays; `nabu talk` writes this rate too."""
 
 
+class BudgetConfig(_Frozen):
+    """Latency goals `nabu bench` checks (pass/fail in its report), on the 2-core CPU."""
+
+    voice_to_voice_p50_s: float = Field(default=1.2, gt=0)
+    """Median end of speech -> first reply audio."""
+    voice_to_voice_p95_s: float = Field(default=1.6, gt=0)
+    speedup_vs_sequential_min: float = Field(default=2.0, gt=0)
+    """Sequential (predecessor) p50 divided by Nabu's p50, at least."""
+    ratio_vs_pipecat_default_max: float = Field(default=0.8, gt=0)
+    """Nabu's p50 divided by a stock pipecat pipeline's p50, at most."""
+    cold_start_s: float = Field(default=5.0, gt=0)
+    """Process start -> ready to listen."""
+
+
+class ServerConfig(_Frozen):
+    """`nabu serve`: the WebSocket server the phone app and the browser page talk to."""
+
+    allowed_origins: tuple[str, ...] = ()
+    """Browser origins allowed to open /ws (e.g. https://nabu.example.org); empty allows any."""
+    max_sessions: int = Field(default=4, ge=1, le=64)
+    """Conversations served at once (each runs VAD, Whisper and Piper); one more is refused."""
+    max_message_bytes: int = Field(default=65536, ge=4096, le=16 * 1024 * 1024)
+    """Largest WebSocket message a client may send; a larger one closes its connection (1009)."""
+    max_bad_messages: int = Field(default=50, ge=1)
+    """Undecodable, unknown or refused client messages tolerated per session before it is closed."""
+    session_idle_timeout_s: float = Field(default=300.0, gt=0)
+    """A session in which nobody has spoken for this long is closed (the client may resume it)."""
+    history_retention_days: float = Field(default=30.0, ge=0)
+    """Stored conversation turns older than this are deleted; 0 keeps them forever."""
+    data_dir: str = ""
+    """Conversation store directory; empty means NABU_DATA_DIR, else ~/.local/share/nabu."""
+
+    @property
+    def data_path(self) -> Path:
+        """Where the conversation store lives (created on first use)."""
+        if self.data_dir:
+            return Path(self.data_dir).expanduser()
+        if os.environ.get("NABU_DATA_DIR"):
+            return Path(os.environ["NABU_DATA_DIR"]).expanduser()
+        xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        return Path(xdg) / "nabu"
+
+
 class NabuConfig(_Frozen):
     """The whole configuration."""
 
@@ -287,6 +335,8 @@ class NabuConfig(_Frozen):
     conversation: ConversationConfig = ConversationConfig()
     locale: LocaleConfig = LocaleConfig()
     audio: AudioConfig = AudioConfig()
+    budgets: BudgetConfig = BudgetConfig()
+    server: ServerConfig = ServerConfig()
     source: Annotated[str, Field(exclude=True)] = ""
     """Where this config came from (for messages)."""
 

@@ -2,7 +2,7 @@
 
     transport.input() -> STT -> transcript guard -> stop phrases -> repeat requests
     -> user aggregator (Silero VAD + turn end) -> history window -> LLM
-    -> TTS (speech text shaping as text_transforms) -> transport.output()
+    -> TTS (speech text shaping as text_transforms) -> speech release gate -> transport.output()
     -> assistant aggregator
 
 Heavy models (Whisper, Piper) are loaded once per process by `engines` and
@@ -49,6 +49,7 @@ from processors.history_window import HistoryWindow
 from processors.openai_llm import NabuOpenAILLMService
 from processors.piper_tts import NabuPiperTTSService
 from processors.repeat_requests import RepeatRequestHandler
+from processors.speech_release_gate import SpeechReleaseGate
 from processors.speech_text import shape_for_speech
 from processors.stop_phrases import StopPhraseFilter
 from processors.transcript_guard import TranscriptGuard
@@ -135,6 +136,10 @@ def user_turn_params(config: NabuConfig) -> LLMUserAggregatorParams:
                 params=SmartTurnParams(stop_secs=turn.smart_turn_max_pause_s)
             )
         )
+    elif turn.strategy == "patient":
+        # The turn ends as soon as a segment's transcript is in, so the answer is prepared
+        # while Warren may still be pausing; the SpeechReleaseGate decides when it is heard.
+        stop = SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=0.0)
     else:
         stop = SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=turn.speech_timeout_s)
     return LLMUserAggregatorParams(
@@ -196,6 +201,7 @@ def build_session(
         "history": HistoryWindow(conv.history_turns),
         "llm": llm,
         "tts": tts,
+        "release_gate": SpeechReleaseGate(config.turn.pause_tolerance_s),
         "output": transport.output(),
         "assistant": assistant_aggregator,
     }

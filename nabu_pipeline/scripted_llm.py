@@ -150,7 +150,9 @@ class ScriptedLLMServer:
         reply = script.reply(messages) if callable(script.reply) else script.reply
         model = body.get("model", "scripted")
         if not body.get("stream"):
-            await asyncio.sleep(script.ttft_s)
+            # A whole reply takes as long to generate as its stream would.
+            generation_s = len(_tokens(reply)) / script.tokens_per_s if script.tokens_per_s else 0
+            await asyncio.sleep(script.ttft_s + generation_s)
             return web.json_response(_completion(model, reply))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)

@@ -94,7 +94,7 @@ async def talk(
             bot_stops_before = state.bot_stops
             await transport.input().feed(clip)
             result.input_end_times.append(time.time())
-            await _feed_until_reply_done(transport, state, bot_stops_before)
+            await feed_until_reply_done(transport, state, bot_stops_before)
             if run_task.done():
                 break
     finally:
@@ -115,7 +115,7 @@ async def talk(
     return result
 
 
-async def _feed_until_reply_done(
+async def feed_until_reply_done(
     transport: WavFileTransport, state: ActivityState, bot_stops_before: int
 ) -> None:
     step_s = 0.1

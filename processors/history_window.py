@@ -1,4 +1,4 @@
-"""Keeps the LLM context to the last N user turns, so long chats stay fast and cheap."""
+"""Tidies the LLM context: split questions merged, only the last N turns (fast and cheap)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,30 @@ def trim_to_turns(messages: list, turns: int) -> list:
     return head + rest[user_idx[-keep] :]
 
 
+def merge_consecutive_user_messages(messages: list) -> list:
+    """One question split by a pause becomes one user message again.
+
+    When Warren resumes after a pause, the speculative answer to his first words
+    is dropped unheard and his next words arrive as a second user turn; the
+    LLM should see the sentence he actually said.
+    """
+    merged: list = []
+    for m in messages:
+        prev = merged[-1] if merged else None
+        if (
+            _role(m) == "user"
+            and _role(prev) == "user"
+            and isinstance(m.get("content"), str)
+            and isinstance(prev.get("content"), str)
+        ):
+            merged[-1] = {**prev, "content": f"{prev['content'].rstrip()} {m['content'].lstrip()}"}
+        else:
+            merged.append(m)
+    return merged
+
+
 class HistoryWindow(FrameProcessor):
-    """Trims the shared context before each LLM request."""
+    """Before each LLM request: merge split questions, keep the last N turns."""
 
     def __init__(self, turns: int, **kwargs):
         super().__init__(**kwargs)
@@ -36,7 +58,7 @@ class HistoryWindow(FrameProcessor):
         await super().process_frame(frame, direction)
         if isinstance(frame, LLMContextFrame):
             messages = frame.context.get_messages()
-            trimmed = trim_to_turns(messages, self._turns)
-            if len(trimmed) != len(messages):
-                frame.context.set_messages(trimmed)
+            tidy = trim_to_turns(merge_consecutive_user_messages(messages), self._turns)
+            if len(tidy) != len(messages):
+                frame.context.set_messages(tidy)
         await self.push_frame(frame, direction)

@@ -15,6 +15,7 @@ from pipecat.frames.frames import Frame, TranscriptionFrame, TTSSpeakFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from nabu_pipeline.config import GuardConfig
+from processors.consumed_transcript import consumed
 from processors.text_normalise import normalise
 from processors.whisper_stt import TranscriptEvidence
 
@@ -59,8 +60,11 @@ class TranscriptGuard(FrameProcessor):
                 await self.push_frame(frame, direction)
             elif verdict == "doubtful":
                 logger.info(f"{self}: doubtful transcript [{frame.text}]: asking to repeat")
+                await self.push_frame(consumed(frame), direction)
                 await self.push_frame(TTSSpeakFrame(ASK_TO_REPEAT, append_to_context=False))
             else:
                 logger.info(f"{self}: dropped [{frame.text}] ({verdict})")
+                # Close the user turn now rather than after its 5 s safety timeout.
+                await self.push_frame(consumed(frame), direction)
             return
         await self.push_frame(frame, direction)

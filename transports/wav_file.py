@@ -97,13 +97,25 @@ class WavFileOutputTransport(BaseOutputTransport):
 class WavFileTransport(BaseTransport):
     """Input from arrays of samples, output to a byte buffer."""
 
-    def __init__(self, params: TransportParams, speed: float = 1.0, **kwargs):
+    def __init__(
+        self,
+        params: TransportParams,
+        speed: float = 1.0,
+        output_speed: float | None = None,
+        **kwargs,
+    ):
+        """`output_speed` (default: `speed`) plays replies faster than real time.
+
+        The benchmark feeds speech in real time (turn-taking depends on it) but
+        need not wait for every reply to play at 1x.
+        """
         super().__init__(**kwargs)
-        if speed <= 0:
+        output_speed = speed if output_speed is None else output_speed
+        if speed <= 0 or output_speed <= 0:
             raise ValueError("speed must be > 0")
         self._params = params
         self._input = WavFileInputTransport(params, speed, name="WavFileInput")
-        self._output = WavFileOutputTransport(params, speed, name="WavFileOutput")
+        self._output = WavFileOutputTransport(params, output_speed, name="WavFileOutput")
 
     def input(self) -> WavFileInputTransport:
         return self._input

@@ -1,0 +1,84 @@
+"""The accuracy suite: WER (Whisper-style English normalisation) and real-time factor per model.
+
+Decoding uses exactly Nabu's settings (beam size, no conditioning on previous
+text), so the figures are what Warren gets, not a model's best case.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import jiwer
+import numpy as np
+from whisper_normalizer.english import EnglishTextNormalizer
+
+from benchmarks.clips import SAMPLE_RATE, Clip
+from nabu_pipeline import engines
+from nabu_pipeline.config import STTConfig
+
+_normalise = EnglishTextNormalizer()
+
+
+def normalise(text: str) -> str:
+    return _normalise(text)
+
+
+@dataclass
+class ClipResult:
+    clip: str
+    reference: str
+    hypothesis: str
+    wer: float
+    stt_s: float
+    audio_s: float
+
+
+@dataclass
+class ModelResult:
+    model: str
+    wer: float
+    """Corpus WER over all clips (errors / reference words), as a fraction."""
+    rtf: float
+    """Transcription time / audio time (below 1 is faster than real time)."""
+    clips: list[ClipResult]
+
+
+def transcribe(model, samples: np.ndarray, config: STTConfig) -> str:
+    audio = samples.astype(np.float32) / 32768.0
+    segments, _ = model.transcribe(
+        audio,
+        language=config.language,
+        beam_size=config.beam_size,
+        condition_on_previous_text=False,
+        without_timestamps=True,
+        hotwords=" ".join(config.vocabulary) or None,
+    )
+    return " ".join(s.text.strip() for s in segments).strip()
+
+
+def evaluate(stt: STTConfig, clips: list[Clip], progress=None) -> ModelResult:
+    model = engines.whisper(stt).model
+    results = []
+    for clip in clips:
+        start = time.perf_counter()
+        hyp = transcribe(model, clip.samples, stt)
+        elapsed = time.perf_counter() - start
+        ref_n, hyp_n = normalise(clip.transcript), normalise(hyp)
+        results.append(
+            ClipResult(
+                clip.name,
+                clip.transcript,
+                hyp,
+                jiwer.wer(ref_n, hyp_n) if ref_n else float(bool(hyp_n)),
+                round(elapsed, 3),
+                round(len(clip.samples) / SAMPLE_RATE, 3),
+            )
+        )
+        if progress is not None:
+            progress.update(1)
+    refs = [normalise(c.reference) for c in results]
+    hyps = [normalise(c.hypothesis) for c in results]
+    corpus_wer = jiwer.wer(refs, hyps)
+    rtf = sum(c.stt_s for c in results) / sum(c.audio_s for c in results)
+    return ModelResult(stt.model, round(corpus_wer, 4), round(rtf, 4), results)

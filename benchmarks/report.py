@@ -1,0 +1,261 @@
+"""Benchmark report: budgets pass/fail, markdown tables, and PNG plots (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from benchmarks.designs import build_nabu, build_pipecat_default
+from nabu_pipeline.config import BudgetConfig
+
+BUILDERS = {"nabu": build_nabu, "pipecat_default": build_pipecat_default}
+DESIGN_LABELS = {
+    "nabu": "Nabu (streaming)",
+    "pipecat_default": "pipecat default",
+    "sequential": "sequential (predecessor)",
+}
+# Critical path from end of speech to first audio, in order.
+BAR_STAGES = (
+    ("turn_end_s", "turn end (incl. STT)"),
+    ("llm_ttft_s", "LLM first token"),
+    ("first_sentence_s", "first sentence"),
+    ("tts_first_audio_s", "TTS first audio"),
+)
+
+
+def check_budgets(results: dict, budgets: BudgetConfig) -> dict:
+    v2v = results["voice_to_voice_s"]
+    ratio = None
+    if results.get("speedup_vs_pipecat_default"):
+        ratio = round(1 / results["speedup_vs_pipecat_default"], 3)
+    checks = {
+        "voice_to_voice_p50_s": (v2v["p50"], budgets.voice_to_voice_p50_s, "<="),
+        "voice_to_voice_p95_s": (v2v["p95"], budgets.voice_to_voice_p95_s, "<="),
+        "speedup_vs_sequential": (
+            results.get("speedup_vs_sequential"),
+            budgets.speedup_vs_sequential_min,
+            ">=",
+        ),
+        "ratio_vs_pipecat_default": (ratio, budgets.ratio_vs_pipecat_default_max, "<="),
+        "cold_start_s": (results.get("cold_start_s"), budgets.cold_start_s, "<="),
+    }
+    out = {}
+    for name, (value, limit, op) in checks.items():
+        ok = value is not None and (value <= limit if op == "<=" else value >= limit)
+        out[name] = {"value": value, "limit": limit, "op": op, "pass": ok}
+    return out
+
+
+def _fmt(v) -> str:
+    return "–" if v is None else f"{v:.2f}"
+
+
+def summary_table(results: dict) -> str:
+    if results["suite"] == "accuracy":
+        lines = ["| model | WER | RTF |", "|---|---|---|"]
+        for name, r in results["per_model"].items():
+            lines.append(f"| {name} | {r['wer'] * 100:.1f} % | {r['rtf']:.3f} |")
+        return "\n".join(lines)
+    lines = ["| design | v2v p50 (s) | v2v p95 (s) | n |", "|---|---|---|---|"]
+    for key, label in (
+        ("voice_to_voice_s", DESIGN_LABELS["nabu"]),
+        ("pipecat_default_voice_to_voice_s", DESIGN_LABELS["pipecat_default"]),
+        ("sequential_voice_to_voice_s", DESIGN_LABELS["sequential"]),
+    ):
+        s = results[key]
+        lines.append(f"| {label} | {_fmt(s['p50'])} | {_fmt(s['p95'])} | {s['n']} |")
+    lines.append("")
+    lines.append(
+        f"speedup vs sequential: {_fmt(results['speedup_vs_sequential'])}x; "
+        f"vs pipecat default: {_fmt(results['speedup_vs_pipecat_default'])}x; "
+        f"cold start: {_fmt(results['cold_start_s'])} s"
+    )
+    return "\n".join(lines)
+
+
+def markdown(results: dict, plots: list[Path]) -> str:
+    if results["suite"] == "accuracy":
+        return _accuracy_markdown(results, plots)
+    r = results
+    out = ["# Nabu latency benchmark", ""]
+    out.append(
+        f"{r['clips']} clips x {r['repeat']} repeat(s) from `{r['manifest']}`; LLM: "
+        f"{r['llm']['endpoint']}"
+        + (
+            f" (first token {r['llm']['ttft_s']} s, {r['llm']['tokens_per_s']:.0f} tokens/s)"
+            if r["llm"]["ttft_s"] is not None
+            else ""
+        )
+        + f"; machine: {r['machine']['cpu_count']} CPUs. End of speech is measured on each clip "
+        "with offline Silero VAD; voice-to-voice ends when the first reply audio leaves the "
+        "output transport. Replies play 4x faster than real time (only their start is timed)."
+    )
+    out += ["", "## Voice to voice, three designs, same clips and models", "", summary_table(r), ""]
+    out += ["## Budgets", "", "| budget | value | limit | result |", "|---|---|---|---|"]
+    for name, b in r["budgets"].items():
+        out.append(
+            f"| {name} | {_fmt(b['value'])} | {b['op']} {b['limit']} | "
+            f"{'pass' if b['pass'] else '**FAIL**'} |"
+        )
+    out += [
+        "",
+        "## Nabu per stage (seconds from its start; turn end and STT from end of speech)",
+        "",
+    ]
+    out += ["| stage | p50 | p95 |", "|---|---|---|"]
+    for stage, s in r["stages"].items():
+        out.append(f"| {stage} | {_fmt(s['p50'])} | {_fmt(s['p95'])} |")
+    out += [
+        "",
+        f"First turn after start-up: p50 {_fmt(r['first_turn_voice_to_voice_s']['p50'])} s; "
+        f"warm turns: p50 {_fmt(r['warm_turn_voice_to_voice_s']['p50'])} s. "
+        f"Cold start (process start -> ready to listen): {r['cold_start_runs_s']} s.",
+        "",
+        f"Replies that started before the speaker had finished (cut-offs): {r['early_replies']}.",
+    ]
+    if "long_reply_80_tokens" in r:
+        lr = r["long_reply_80_tokens"]
+        out += [
+            "",
+            "## 80-token reply",
+            "",
+            f"Nabu p50 {_fmt(lr['voice_to_voice_s']['p50'])} s, sequential p50 "
+            f"{_fmt(lr['sequential_voice_to_voice_s']['p50'])} s: "
+            f"{_fmt(lr['speedup_vs_sequential'])}x.",
+        ]
+    out += [
+        "",
+        "## Per clip (Nabu)",
+        "",
+        "| clip | v2v | turn end | STT | LLM ttft | first sentence | TTS first audio | heard |",
+    ]
+    out.append("|---|---|---|---|---|---|---|---|")
+    for t in r["turns"]["nabu"]:
+        s = t["stages"]
+        out.append(
+            f"| {t['clip']} | {_fmt(t['voice_to_voice_s'])} | {_fmt(s.get('turn_end_s'))} | "
+            f"{_fmt(s.get('stt_s'))} | {_fmt(s.get('llm_ttft_s'))} | "
+            f"{_fmt(s.get('first_sentence_s'))} | {_fmt(s.get('tts_first_audio_s'))} | "
+            f"{t['transcript'][:60]} |"
+        )
+    out += ["", "## Sequential design, how it is timed", ""]
+    out.append(
+        "Whole utterance -> Whisper -> non-streaming LLM -> Piper on the whole reply, one after "
+        "another with Nabu's models; its end of utterance is 0.8 s after the end of speech (VAD "
+        "stop 0.2 s + 0.6 s silence). Its `llm_ttft_s` column holds the whole LLM call and "
+        "`tts_first_audio_s` the whole synthesis."
+    )
+    out += ["", *[f"![{p.stem}]({p.name})" for p in plots], ""]
+    return "\n".join(out)
+
+
+def _accuracy_markdown(r: dict, plots: list[Path]) -> str:
+    out = ["# Nabu accuracy benchmark", ""]
+    out.append(
+        f"{r['clips']} clips from `{r['manifest']}`. WER after Whisper's English normaliser "
+        "(numbers, punctuation, case), as a fraction of reference words; RTF = decoding time / "
+        f"audio time on {r['machine']['cpu_count']} CPUs, decoding as Nabu does (beam 1)."
+    )
+    out += ["", summary_table(r), "", "## Per clip", ""]
+    names = list(r["per_model"])
+    out.append("| clip | reference | " + " | ".join(names) + " |")
+    out.append("|---|---|" + "---|" * len(names))
+    first = r["per_model"][names[0]]["clips"]
+    for i, c in enumerate(first):
+        hyps = [r["per_model"][n]["clips"][i] for n in names]
+        out.append(
+            f"| {c['clip']} | {c['reference']} | "
+            + " | ".join(f"{h['hypothesis']} ({h['wer'] * 100:.0f} %)" for h in hyps)
+            + " |"
+        )
+    out += ["", *[f"![{p.stem}]({p.name})" for p in plots], ""]
+    return "\n".join(out)
+
+
+def plots(results: dict, out: Path) -> list[Path]:
+    if results["suite"] == "accuracy":
+        return [_accuracy_plot(results, out)]
+    return [_stage_bars(results, out), _v2v_cdf(results, out)]
+
+
+def _stage_bars(results: dict, out: Path) -> Path:
+    turns = results["turns"]["nabu"]
+    fig, ax = plt.subplots(figsize=(max(8, len(turns) * 0.45), 5))
+    labels = [f"{t['clip']}#{t['repeat']}" for t in turns]
+    bottoms = [0.0] * len(turns)
+    for stage, label in BAR_STAGES:
+        vals = [t["stages"].get(stage) or 0.0 for t in turns]
+        ax.bar(labels, vals, bottom=bottoms, label=label)
+        bottoms = [b + v for b, v in zip(bottoms, vals, strict=True)]
+    rest = [max((t["voice_to_voice_s"] or 0) - b, 0) for t, b in zip(turns, bottoms, strict=True)]
+    ax.bar(labels, rest, bottom=bottoms, label="output / other", color="lightgrey")
+    stt = [t["stages"].get("stt_s") for t in turns]
+    ax.scatter(
+        labels,
+        [s if s is not None else float("nan") for s in stt],
+        marker="_",
+        s=200,
+        color="black",
+        label="transcript ready",
+        zorder=3,
+    )
+    ax.axhline(
+        results["budgets"]["voice_to_voice_p50_s"]["limit"],
+        ls="--",
+        color="red",
+        label="p50 budget",
+    )
+    ax.set_ylabel("seconds after end of speech")
+    ax.set_title("Nabu: where each turn's voice-to-voice time goes")
+    ax.tick_params(axis="x", rotation=75, labelsize=7)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "stages.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _v2v_cdf(results: dict, out: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for design, label in DESIGN_LABELS.items():
+        vals = sorted(
+            t["voice_to_voice_s"]
+            for t in results["turns"][design]
+            if t["voice_to_voice_s"] is not None
+        )
+        if vals:
+            ax.step(
+                vals, [(i + 1) / len(vals) for i in range(len(vals))], where="post", label=label
+            )
+    ax.axvline(results["budgets"]["voice_to_voice_p50_s"]["limit"], ls="--", color="red", lw=1)
+    ax.set_xlabel("voice-to-voice (s)")
+    ax.set_ylabel("fraction of turns")
+    ax.set_title("Voice-to-voice CDF, three designs")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = out / "v2v_cdf.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _accuracy_plot(results: dict, out: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, r in results["per_model"].items():
+        ax.scatter(r["rtf"], r["wer"] * 100, s=80)
+        ax.annotate(name, (r["rtf"], r["wer"] * 100), textcoords="offset points", xytext=(6, 4))
+    ax.set_xlabel("real-time factor (lower is faster)")
+    ax.set_ylabel("WER (%)")
+    ax.set_title("STT accuracy vs speed")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out / "accuracy.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

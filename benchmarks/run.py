@@ -1,0 +1,203 @@
+"""`nabu bench`: run a suite, write DIR/results.json, DIR/report.md and PNG plots."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from loguru import logger
+from tqdm import tqdm
+
+from benchmarks import report
+from benchmarks.clips import DEFAULT_MANIFEST, load_manifest
+from benchmarks.latency import (
+    EIGHTY_TOKENS,
+    THREE_SENTENCES,
+    measure_cold_start,
+    run_conversation,
+    run_sequential,
+    summarise,
+    turn_dicts,
+)
+from nabu_pipeline.config import NabuConfig, load_config
+from nabu_pipeline.latency import STAGES
+from nabu_pipeline.scripted_llm import Script, ScriptedLLMServer
+
+# gpt-4o-mini-like pace for the built-in LLM (DESIGN.md, issue 4).
+DEFAULT_TTFT_S = 0.35
+DEFAULT_TOKENS_PER_S = 60.0
+ACCURACY_MODELS = ("tiny.en", "base")
+
+
+def _with_llm(config: NabuConfig, url: str) -> NabuConfig:
+    data = config.model_dump(exclude={"source"})
+    data["llm"]["base_url"] = url
+    data["llm"]["provider"] = "openai"
+    return NabuConfig(**data, source=config.source)
+
+
+def _machine() -> dict:
+    return {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def run_latency(args, config: NabuConfig) -> dict:
+    clips = load_manifest(args.manifest)
+    repeat = max(1, args.repeat)
+    server = None
+    scripted = args.llm_base_url is None
+    if scripted:
+        server = ScriptedLLMServer(
+            Script(reply=THREE_SENTENCES, ttft_s=DEFAULT_TTFT_S, tokens_per_s=DEFAULT_TOKENS_PER_S)
+        ).start()
+        url = server.url
+    else:
+        url = args.llm_base_url
+    config = _with_llm(config, url)
+    passes = 5 if scripted else 3
+    progress = tqdm(total=len(clips) * repeat * passes, desc="latency", unit="turn")
+    measures = {"nabu": [], "pipecat_default": [], "sequential": []}
+    long_reply = {"nabu": [], "sequential": []}
+    try:
+        cold = measure_cold_start(args.config)
+        for r in range(repeat):
+            if server:
+                server.script.reply = THREE_SENTENCES
+            measures["nabu"] += asyncio.run(
+                run_conversation("nabu", report.BUILDERS["nabu"], config, clips, r, progress)
+            )
+            measures["pipecat_default"] += asyncio.run(
+                run_conversation(
+                    "pipecat_default",
+                    report.BUILDERS["pipecat_default"],
+                    config,
+                    clips,
+                    r,
+                    progress,
+                )
+            )
+            measures["sequential"] += run_sequential(config, clips, r, progress)
+            if server:
+                server.script.reply = EIGHTY_TOKENS
+                long_reply["nabu"] += asyncio.run(
+                    run_conversation("nabu", report.BUILDERS["nabu"], config, clips, r, progress)
+                )
+                long_reply["sequential"] += run_sequential(config, clips, r, progress)
+    finally:
+        progress.close()
+        if server:
+            server.stop()
+
+    def v2v(ms):
+        return summarise([m.voice_to_voice_s for m in ms])
+
+    nabu, default, seq = (v2v(measures[k]) for k in ("nabu", "pipecat_default", "sequential"))
+    results = {
+        "suite": "latency",
+        "voice_to_voice_s": nabu,
+        "sequential_voice_to_voice_s": seq,
+        "pipecat_default_voice_to_voice_s": default,
+        "speedup_vs_sequential": _ratio(seq["p50"], nabu["p50"]),
+        "speedup_vs_pipecat_default": _ratio(default["p50"], nabu["p50"]),
+        "stages": {
+            s: {
+                k: v
+                for k, v in summarise([m.stages.get(s) for m in measures["nabu"]]).items()
+                if k in ("p50", "p95")
+            }
+            for s in STAGES
+            if s != "voice_to_voice_s"
+        },
+        "cold_start_s": round(sorted(cold)[len(cold) // 2], 3) if cold else None,
+        "cold_start_runs_s": cold,
+        "first_turn_voice_to_voice_s": summarise(
+            [m.voice_to_voice_s for m in measures["nabu"] if m.index == 0]
+        ),
+        "warm_turn_voice_to_voice_s": summarise(
+            [m.voice_to_voice_s for m in measures["nabu"] if m.index > 0]
+        ),
+        "early_replies": {k: sum(m.early_replies for m in v) for k, v in measures.items()},
+        "llm": {
+            "endpoint": "built-in scripted server" if scripted else url,
+            "ttft_s": DEFAULT_TTFT_S if scripted else None,
+            "tokens_per_s": DEFAULT_TOKENS_PER_S if scripted else None,
+        },
+        "manifest": str(args.manifest or DEFAULT_MANIFEST),
+        "clips": len(clips),
+        "repeat": repeat,
+        "machine": _machine(),
+        "turns": {k: turn_dicts(v) for k, v in measures.items()},
+    }
+    if scripted:
+        ln, ls = v2v(long_reply["nabu"]), v2v(long_reply["sequential"])
+        results["long_reply_80_tokens"] = {
+            "voice_to_voice_s": ln,
+            "sequential_voice_to_voice_s": ls,
+            "speedup_vs_sequential": _ratio(ls["p50"], ln["p50"]),
+            "turns": {k: turn_dicts(v) for k, v in long_reply.items()},
+        }
+    results["budgets"] = report.check_budgets(results, config.budgets)
+    return results
+
+
+def _ratio(a, b):
+    return round(a / b, 3) if a and b else None
+
+
+def run_accuracy(args, config: NabuConfig) -> dict:
+    from benchmarks.accuracy import evaluate
+
+    clips = load_manifest(args.manifest)
+    models = [config.stt.model, *[m for m in ACCURACY_MODELS if m != config.stt.model]]
+    progress = tqdm(total=len(clips) * len(models) * max(1, args.repeat), desc="accuracy")
+    per_model = {}
+    try:
+        for name in models:
+            stt = config.stt.model_copy(update={"model": name})
+            runs = [evaluate(stt, clips, progress) for _ in range(max(1, args.repeat))]
+            best = min(runs, key=lambda r: r.rtf)
+            per_model[name] = {
+                "wer": best.wer,
+                "rtf": best.rtf,
+                "clips": [asdict(c) for c in best.clips],
+            }
+    finally:
+        progress.close()
+    configured = per_model[config.stt.model]
+    return {
+        "suite": "accuracy",
+        "model": config.stt.model,
+        "wer": configured["wer"],
+        "rtf": configured["rtf"],
+        "per_model": per_model,
+        "manifest": str(args.manifest or DEFAULT_MANIFEST),
+        "clips": len(clips),
+        "machine": _machine(),
+    }
+
+
+def main(args) -> int:
+    config = load_config(args.config)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    if args.suite == "accuracy":
+        results = run_accuracy(args, config)
+    else:
+        results = run_latency(args, config)
+    results["elapsed_s"] = round(time.time() - started, 1)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    plots = report.plots(results, out)
+    (out / "report.md").write_text(report.markdown(results, plots))
+    print(report.summary_table(results))
+    print(f"Wrote {out / 'results.json'}, {out / 'report.md'} and {len(plots)} plot(s)")
+    logger.info(f"bench finished in {results['elapsed_s']:.0f}s")
+    return 0

@@ -1,0 +1,130 @@
+"""Speech release gate: Nabu never starts talking into one of Warren's pauses.
+
+Warren pauses mid-sentence for 0.5-1.2 s. Ending his turn that late would
+add the whole STT + LLM + TTS time on top of the wait. Instead the turn ends
+as soon as a segment's transcript is in, the answer is prepared at once
+(speculatively), and this gate, just before the output transport, holds the
+reply's frames until he has been silent for `hold_s` since he last spoke.
+
+If he resumes within the hold, pipecat's barge-in (VAD user turn start)
+interrupts the speculative reply; the held frames are dropped unheard and
+his next words join the same question (see `processors/history_window.py`,
+which merges consecutive user messages). The hold runs in parallel with
+STT, LLM and TTS, so it costs only what exceeds their own latency.
+
+The gate holds only a reply that has not started: while Nabu is already
+speaking, its own voice echoing back through the phone must not pause it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from loguru import logger
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    CancelFrame,
+    EndFrame,
+    Frame,
+    InterruptionFrame,
+    StartFrame,
+    SystemFrame,
+    UninterruptibleFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+
+class SpeechReleaseGate(FrameProcessor):
+    """Holds a new reply until Warren has been quiet for `hold_s`."""
+
+    def __init__(self, hold_s: float, **kwargs):
+        super().__init__(**kwargs)
+        self._hold_s = hold_s
+        self._holding = False
+        self._user_speaking = False
+        self._bot_speaking = False
+        self._speech_end: float | None = None
+        self._held: list[tuple[Frame, FrameDirection]] = []
+        self._timer: asyncio.Task | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def hold_s(self) -> float:
+        return self._hold_s
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+
+        if isinstance(frame, VADUserStartedSpeakingFrame):
+            self._user_speaking = True
+            await self._cancel_timer()
+            if not self._bot_speaking:
+                self._holding = True
+        elif isinstance(frame, VADUserStoppedSpeakingFrame):
+            self._user_speaking = False
+            self._speech_end = time.monotonic() - frame.stop_secs
+            if self._holding:
+                await self._schedule_release()
+        elif isinstance(frame, BotStartedSpeakingFrame):
+            self._bot_speaking = True
+        elif isinstance(frame, BotStoppedSpeakingFrame):
+            self._bot_speaking = False
+        elif isinstance(frame, InterruptionFrame):
+            async with self._lock:
+                dropped = [f for f, _ in self._held if not isinstance(f, UninterruptibleFrame)]
+                self._held = [(f, d) for f, d in self._held if isinstance(f, UninterruptibleFrame)]
+            if dropped:
+                logger.debug(f"{self}: dropped {len(dropped)} held frame(s) unheard")
+            if self._user_speaking:
+                self._holding = True
+        elif isinstance(frame, EndFrame):
+            await self._release("end of session")
+        elif isinstance(frame, CancelFrame):
+            await self._cancel_timer()
+            self._held.clear()
+
+        if (
+            direction == FrameDirection.DOWNSTREAM
+            and self._holding
+            and not isinstance(frame, (SystemFrame, StartFrame, EndFrame))
+        ):
+            async with self._lock:
+                if self._holding:
+                    self._held.append((frame, direction))
+                    return
+        await self.push_frame(frame, direction)
+
+    async def _schedule_release(self) -> None:
+        await self._cancel_timer()
+        assert self._speech_end is not None
+        delay = max(0.0, self._speech_end + self._hold_s - time.monotonic())
+        self._timer = self.create_task(self._release_after(delay), name=f"{self}::release")
+
+    async def _release_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._timer = None
+        if not self._user_speaking:
+            await self._release(f"{self._hold_s:.2f}s of silence")
+
+    async def _release(self, why: str) -> None:
+        async with self._lock:
+            self._holding = False
+            held, self._held = self._held, []
+            for frame, direction in held:
+                await self.push_frame(frame, direction)
+        if held:
+            logger.debug(f"{self}: released {len(held)} frame(s) after {why}")
+
+    async def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            timer, self._timer = self._timer, None
+            if timer is not asyncio.current_task():
+                await self.cancel_task(timer)
+
+    async def cleanup(self):
+        await self._cancel_timer()
+        await super().cleanup()
