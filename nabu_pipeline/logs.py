@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -39,3 +40,27 @@ def setup_logging(level: str | None = None) -> None:
         backtrace=False,
         diagnose=False,
     )
+
+
+class _ToLoguru(logging.Handler):
+    """Sends a stdlib logging record to loguru, so it is redacted like every other line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        logger.opt(exception=record.exc_info).log(level, f"{record.name}: {record.getMessage()}")
+
+
+def route_stdlib_logging(*names: str) -> None:
+    """Send these stdlib loggers (e.g. uvicorn's access log) through loguru's redaction.
+
+    uvicorn logs each request's path with its query string, and browsers must
+    pass the auth token as `?token=`; through loguru the patcher removes it.
+    """
+    for name in names:
+        std = logging.getLogger(name)
+        std.handlers = [_ToLoguru()]
+        std.setLevel(logging.INFO)
+        std.propagate = False
