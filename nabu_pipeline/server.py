@@ -418,7 +418,12 @@ class NabuServer:
         async def _gone(_transport, _websocket) -> None:
             code = websocket.scope.get(CLOSE_CODE_KEY)
             meaning = CLOSE_MEANINGS.get(code, "closed")
-            await live.end(f"client disconnected ({code}: {meaning})" if code else "client gone")
+            if code == 1012:
+                await live.end("server shutting down (1012)")
+            elif code:
+                await live.end(f"client disconnected ({code}: {meaning})")
+            else:
+                await live.end("client gone")
 
         @session.worker.event_handler("on_idle_timeout")
         async def _idle(_worker) -> None:
