@@ -16,6 +16,7 @@ from whisper_normalizer.english import EnglishTextNormalizer
 from benchmarks.clips import SAMPLE_RATE, Clip
 from nabu_pipeline import engines
 from nabu_pipeline.config import STTConfig
+from processors.whisper_stt import vocabulary_prompt
 
 _normalise = EnglishTextNormalizer()
 
@@ -52,7 +53,8 @@ def transcribe(model, samples: np.ndarray, config: STTConfig) -> str:
         beam_size=config.beam_size,
         condition_on_previous_text=False,
         without_timestamps=True,
-        hotwords=" ".join(config.vocabulary) or None,
+        temperature=0.0,
+        initial_prompt=vocabulary_prompt(config.vocabulary),
     )
     return " ".join(s.text.strip() for s in segments).strip()
 

@@ -62,6 +62,15 @@ class TurnMeasure:
     reply: str = ""
     early_replies: int = 0
     """Replies that began before the clip's speech ended (the turn was cut off)."""
+    fed_at: float = 0.0
+    """Wall-clock time the clip started playing in."""
+    speech_end_at: float = 0.0
+    first_audio_at: float | None = None
+    """Wall-clock time of the first reply audio after the end of speech."""
+    heard_transcripts: list[str] = field(default_factory=list)
+    """Every raw Whisper transcript while this clip played (before the guard)."""
+    spoken_s: float = 0.0
+    """Seconds of audio Nabu produced for this clip."""
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -150,6 +159,10 @@ def _measure(
     early = [at for at in bursts if at < speech_end]
     after = [at for at in bursts if at >= speech_end]
     v2v = round(after[0] - speech_end, 3) if after else None
+    out = transport.output()
+    offsets = [off for at, off in out.bursts if at >= t0]
+    spoken_s = (len(out.audio) - offsets[0]) / 2 / out.sample_rate if offsets else 0.0
+    raw = [t.transcript for t in session.latency.turns if t.transcript_at and t.transcript_at >= t0]
     turns = [t for t in session.latency.turns if t.bot_started and t.bot_started >= speech_end]
     turn = turns[0] if turns else None
     stages: dict[str, float | None] = dict.fromkeys(STAGES)
@@ -160,12 +173,24 @@ def _measure(
         stages["stt_s"] = _since(speech_end, turn.transcript_at)
         stages["voice_to_voice_s"] = v2v
         # The whole heard utterance may span several pipeline turns; join what was heard.
-        heard = [
-            t.transcript for t in session.latency.turns if t.transcript_at and t.transcript_at >= t0
-        ]
-        transcript = " ".join(heard)
+        transcript = " ".join(raw)
         reply = turn.reply
-    return TurnMeasure(design, clip.name, repeat, index, v2v, stages, transcript, reply, len(early))
+    return TurnMeasure(
+        design,
+        clip.name,
+        repeat,
+        index,
+        v2v,
+        stages,
+        transcript,
+        reply,
+        len(early),
+        fed_at=t0,
+        speech_end_at=speech_end,
+        first_audio_at=after[0] if after else None,
+        heard_transcripts=raw,
+        spoken_s=round(spoken_s, 3),
+    )
 
 
 def _since(start: float, end: float | None) -> float | None:

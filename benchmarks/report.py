@@ -55,10 +55,54 @@ def _fmt(v) -> str:
 
 
 def summary_table(results: dict) -> str:
-    if results["suite"] == "accuracy":
-        lines = ["| model | WER | RTF |", "|---|---|---|"]
+    suite = results["suite"]
+    if suite == "paused":
+        lines = [
+            f"{results['items']} sentences, {results['pauses']} pauses of 0.5-1.2 s",
+            "",
+            "| design | false cut-offs | rate | v2v p50 (s) | v2v p95 (s) |",
+            "|---|---|---|---|---|",
+        ]
+        for name, d in results["designs"].items():
+            v = d["voice_to_voice_s"]
+            lines.append(
+                f"| {name} | {d['false_cutoffs']}/{results['items']} | "
+                f"{d['false_cutoff_rate'] * 100:.0f} % | {_fmt(v['p50'])} | {_fmt(v['p95'])} |"
+            )
+        return "\n".join(lines)
+    if suite == "nospeech":
+        lines = [
+            "| variant | words to the LLM | LLM requests | raw Whisper words | asked to repeat |",
+            "|---|---|---|---|---|",
+        ]
+        for name, v in results["variants"].items():
+            lines.append(
+                f"| {name} | {v['words_to_llm']} | {v['llm_requests']} | "
+                f"{v['raw_whisper_words']} | {v['asked_to_repeat']}/{results['sounds']} |"
+            )
+        return "\n".join(lines)
+    if suite == "vocabulary":
+        lines = [
+            "| model | vocabulary | term hits | WER (vocab sentences) | WER (real clips) |",
+            "|---|---|---|---|---|",
+        ]
+        for model, by in results["models"].items():
+            for label, r in by.items():
+                lines.append(
+                    f"| {model} | {label} | {r['term_hit_rate'] * 100:.0f} % | "
+                    f"{r['wer'] * 100:.1f} % | {r['real_clips_wer'] * 100:.1f} % |"
+                )
+        return "\n".join(lines)
+    if suite == "accuracy":
+        lines = [
+            "| model | WER clean | WER degraded | degraded/clean | RTF clean | RTF degraded |",
+            "|---|---|---|---|---|---|",
+        ]
         for name, r in results["per_model"].items():
-            lines.append(f"| {name} | {r['wer'] * 100:.1f} % | {r['rtf']:.3f} |")
+            lines.append(
+                f"| {name} | {r['wer'] * 100:.1f} % | {r['degraded_wer'] * 100:.1f} % | "
+                f"{_fmt(r['degraded_over_clean'])} | {r['rtf']:.3f} | {r['degraded_rtf']:.3f} |"
+            )
         return "\n".join(lines)
     lines = ["| design | v2v p50 (s) | v2v p95 (s) | n |", "|---|---|---|---|"]
     for key, label in (
@@ -80,6 +124,8 @@ def summary_table(results: dict) -> str:
 def markdown(results: dict, plots: list[Path]) -> str:
     if results["suite"] == "accuracy":
         return _accuracy_markdown(results, plots)
+    if results["suite"] in ("paused", "nospeech", "vocabulary"):
+        return _hearing_markdown(results, plots)
     r = results
     out = ["# Nabu latency benchmark", ""]
     out.append(
@@ -158,7 +204,9 @@ def _accuracy_markdown(r: dict, plots: list[Path]) -> str:
     out.append(
         f"{r['clips']} clips from `{r['manifest']}`. WER after Whisper's English normaliser "
         "(numbers, punctuation, case), as a fraction of reference words; RTF = decoding time / "
-        f"audio time on {r['machine']['cpu_count']} CPUs, decoding as Nabu does (beam 1)."
+        f"audio time on {r['machine']['cpu_count']} CPUs, decoding as Nabu does (beam 1). "
+        f"Degraded copy: {r['degraded']}. These are clear read recordings made worse: proxies "
+        "for slurred speech, not measurements of it."
     )
     out += ["", summary_table(r), "", "## Per clip", ""]
     names = list(r["per_model"])
@@ -176,7 +224,63 @@ def _accuracy_markdown(r: dict, plots: list[Path]) -> str:
     return "\n".join(out)
 
 
+def _hearing_markdown(r: dict, plots: list[Path]) -> str:
+    titles = {
+        "paused": "Paused speech: does a sentence with pauses stay one turn?",
+        "nospeech": "No speech: what reaches the LLM from noise, hum, music and backwards speech",
+        "vocabulary": "Warren's vocabulary as Whisper hotwords",
+    }
+    out = [f"# {titles[r['suite']]}", "", summary_table(r), ""]
+    if r["suite"] == "paused":
+        out.append(
+            "A false cut-off is a reply that starts before the speaker has finished, or an "
+            "answered LLM request holding under 80 % of the sentence's words. Speculative "
+            "requests cancelled unheard are allowed. The recordings are clear read speech with "
+            "silences inserted: a proxy for Warren's pauses."
+        )
+        for name, d in r["designs"].items():
+            out += [
+                "",
+                f"## {name}",
+                "",
+                "| clip | pauses (s) | cut off | coverage | v2v | requests |",
+                "|---|---|---|---|---|---|",
+            ]
+            for row in d["rows"]:
+                out.append(
+                    f"| {row['clip']} | {row['pauses_s']} | "
+                    f"{'**yes**' if row['cut_off'] else 'no'} "
+                    f"| {row['coverage']:.2f} | {_fmt(row['voice_to_voice_s'])} | "
+                    f"{row['llm_requests']} |"
+                )
+    elif r["suite"] == "nospeech":
+        for name, v in r["variants"].items():
+            out += [
+                "",
+                f"## {name}",
+                "",
+                "| sound | raw Whisper | words to LLM | Nabu spoke (s) |",
+                "|---|---|---|---|",
+            ]
+            for row in v["rows"]:
+                out.append(
+                    f"| {row['sound']} | {row['whisper_raw'] or '–'} | {row['words_to_llm']} | "
+                    f"{row['nabu_spoke_s']:.1f} |"
+                )
+    else:
+        for model, by in r["models"].items():
+            out += ["", f"## {model}", "", "| said | voice | without | with |", "|---|---|---|---|"]
+            for a, b in zip(by["without"]["examples"], by["with"]["examples"], strict=True):
+                out.append(f"| {a['said']} | {a['voice']} | {a['heard']} | {b['heard']} |")
+    out += ["", *[f"![{p.stem}]({p.name})" for p in plots], ""]
+    return "\n".join(out)
+
+
 def plots(results: dict, out: Path) -> list[Path]:
+    if results["suite"] in ("nospeech", "vocabulary"):
+        return []
+    if results["suite"] == "paused":
+        return [_paused_plot(results, out)]
     if results["suite"] == "accuracy":
         return [_accuracy_plot(results, out)]
     return [_stage_bars(results, out), _v2v_cdf(results, out)]
@@ -256,6 +360,31 @@ def _accuracy_plot(results: dict, out: Path) -> Path:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path = out / "accuracy.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _paused_plot(results: dict, out: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, d in results["designs"].items():
+        p50 = d["voice_to_voice_s"]["p50"]
+        if p50 is None:
+            continue
+        ax.scatter(p50, d["false_cutoff_rate"] * 100, s=80)
+        ax.annotate(
+            name,
+            (p50, d["false_cutoff_rate"] * 100),
+            textcoords="offset points",
+            xytext=(6, 4),
+            fontsize=8,
+        )
+    ax.set_xlabel("voice-to-voice p50 (s)")
+    ax.set_ylabel("false cut-off rate (%)")
+    ax.set_title("Paused speech: cut-offs vs speed")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out / "paused.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

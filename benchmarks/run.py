@@ -154,20 +154,30 @@ def _ratio(a, b):
 
 def run_accuracy(args, config: NabuConfig) -> dict:
     from benchmarks.accuracy import evaluate
+    from benchmarks.degrade import degrade
 
     clips = load_manifest(args.manifest)
+    degraded = [degrade(c, seed=i) for i, c in enumerate(clips)]
     models = [config.stt.model, *[m for m in ACCURACY_MODELS if m != config.stt.model]]
-    progress = tqdm(total=len(clips) * len(models) * max(1, args.repeat), desc="accuracy")
+    repeat = max(1, args.repeat)
+    progress = tqdm(total=2 * len(clips) * len(models) * repeat, desc="accuracy")
     per_model = {}
     try:
         for name in models:
             stt = config.stt.model_copy(update={"model": name})
-            runs = [evaluate(stt, clips, progress) for _ in range(max(1, args.repeat))]
+            runs = [evaluate(stt, clips, progress) for _ in range(repeat)]
             best = min(runs, key=lambda r: r.rtf)
+            worse = min(
+                (evaluate(stt, degraded, progress) for _ in range(repeat)), key=lambda r: r.rtf
+            )
             per_model[name] = {
                 "wer": best.wer,
                 "rtf": best.rtf,
+                "degraded_wer": worse.wer,
+                "degraded_rtf": worse.rtf,
+                "degraded_over_clean": round(worse.wer / best.wer, 2) if best.wer else None,
                 "clips": [asdict(c) for c in best.clips],
+                "degraded_clips": [asdict(c) for c in worse.clips],
             }
     finally:
         progress.close()
@@ -177,6 +187,8 @@ def run_accuracy(args, config: NabuConfig) -> dict:
         "model": config.stt.model,
         "wer": configured["wer"],
         "rtf": configured["rtf"],
+        "degraded_wer": configured["degraded_wer"],
+        "degraded": "tempo 0.75x (sox), white noise at 10 dB SNR, telephone band 300-3400 Hz",
         "per_model": per_model,
         "manifest": str(args.manifest or DEFAULT_MANIFEST),
         "clips": len(clips),
@@ -191,8 +203,17 @@ def main(args) -> int:
     started = time.time()
     if args.suite == "accuracy":
         results = run_accuracy(args, config)
-    else:
+    elif args.suite == "latency":
         results = run_latency(args, config)
+    else:
+        from benchmarks import hearing
+
+        runner = {
+            "paused": hearing.run_paused,
+            "nospeech": hearing.run_nospeech,
+            "vocabulary": hearing.run_vocabulary,
+        }[args.suite]
+        results = runner(args, config)
     results["elapsed_s"] = round(time.time() - started, 1)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     plots = report.plots(results, out)

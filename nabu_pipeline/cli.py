@@ -44,7 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     mic.add_argument("--config", type=Path, default=None)
 
     bench = sub.add_parser("bench", help="latency and accuracy benchmarks")
-    bench.add_argument("--suite", choices=("latency", "accuracy"), default="latency")
+    bench.add_argument(
+        "--suite",
+        choices=("latency", "accuracy", "paused", "nospeech", "vocabulary"),
+        default="latency",
+    )
     bench.add_argument("--manifest", type=Path, default=None)
     bench.add_argument("--repeat", type=int, default=1)
     bench.add_argument("--llm-base-url", default=None)

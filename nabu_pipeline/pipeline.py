@@ -87,7 +87,7 @@ def build_stt(config: NabuConfig) -> STTService:
         model_name=loaded.path,
         beam_size=stt.beam_size,
         language=stt.language,
-        hotwords=" ".join(stt.vocabulary) or None,
+        vocabulary=stt.vocabulary,
         ttfs_p99_latency=stt.ttfs_p99_s,
     )
 
@@ -186,7 +186,7 @@ def build_session(
     processors = {
         "input": transport.input(),
         "stt": stt,
-        "guard": TranscriptGuard(config.guard),
+        "guard": TranscriptGuard(config.guard, vocabulary=config.stt.vocabulary),
         "stop_phrases": StopPhraseFilter(conv.stop_phrases, conv.stop_acknowledgement),
         "repeat": RepeatRequestHandler(
             context,

@@ -10,6 +10,9 @@ silence.
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
+
 from loguru import logger
 from pipecat.frames.frames import Frame, TranscriptionFrame, TTSSpeakFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
@@ -24,13 +27,44 @@ SILENCE_DBFS = -55.0
 ASK_TO_REPEAT = "Sorry, I didn't quite catch that. Could you say it again?"
 
 
-def judge(text: str, evidence: TranscriptEvidence | None, config: GuardConfig) -> str:
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_PROMPT_WORDS = frozenset(normalise("Names and things Warren mentions").split())
+
+
+def strip_phantom_sentences(text: str, config: GuardConfig) -> str:
+    """Remove whole sentences Whisper invents ("What joy there is. Thanks for watching.")."""
+    phantoms = frozenset(normalise(p) for p in config.phantom_phrases)
+    kept = [s for s in _SENTENCE.split(text.strip()) if normalise(s) not in phantoms]
+    return " ".join(kept).strip()
+
+
+def regurgitated_vocabulary(text: str, vocabulary: tuple[str, ...]) -> bool:
+    """A transcript that is mostly the vocabulary prompt read back, not something he said.
+
+    Seen on speech played backwards: "Siobhan Okonkwo Schenectady Poughkeepsie WQXR".
+    """
+    words = normalise(text).split()
+    if len(words) < 2:
+        return False
+    vocab = {w for term in vocabulary for w in normalise(term).split()} | _PROMPT_WORDS
+    from_prompt = sum(w in vocab for w in words)
+    return from_prompt >= 2 and from_prompt / len(words) >= 0.6
+
+
+def judge(
+    text: str,
+    evidence: TranscriptEvidence | None,
+    config: GuardConfig,
+    vocabulary: tuple[str, ...] = (),
+) -> str:
     """Return "ok", "doubtful" or a reason to drop the transcript."""
     norm = normalise(text)
     if not norm or not any(c.isalnum() for c in norm):
         return "drop: empty"
     if norm in config.phantom_phrases:
         return "drop: phantom phrase"
+    if regurgitated_vocabulary(text, vocabulary):
+        return "drop: vocabulary prompt read back"
     if evidence is None:
         return "ok"
     if evidence.rms_dbfs < SILENCE_DBFS:
@@ -48,15 +82,20 @@ def judge(text: str, evidence: TranscriptEvidence | None, config: GuardConfig) -
 class TranscriptGuard(FrameProcessor):
     """Drops invented transcripts and asks Warren to repeat doubtful ones."""
 
-    def __init__(self, config: GuardConfig, **kwargs):
+    def __init__(self, config: GuardConfig, vocabulary: tuple[str, ...] = (), **kwargs):
         super().__init__(**kwargs)
         self._config = config
+        self._vocabulary = vocabulary
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
-        if isinstance(frame, TranscriptionFrame):
-            verdict = judge(frame.text, frame.result, self._config)
+        if isinstance(frame, TranscriptionFrame) and frame.text.strip():
+            text = strip_phantom_sentences(frame.text, self._config)
+            verdict = judge(text, frame.result, self._config, self._vocabulary)
             if verdict == "ok":
+                if text != frame.text.strip():
+                    logger.info(f"{self}: removed phantom words from [{frame.text}]")
+                    frame = replace(frame, text=text)
                 await self.push_frame(frame, direction)
             elif verdict == "doubtful":
                 logger.info(f"{self}: doubtful transcript [{frame.text}]: asking to repeat")

@@ -98,3 +98,19 @@ def test_history_window_keeps_last_turns():
     assert [m["content"] for m in trimmed] == ["s", "q3", "a3", "q4", "a4", "now"]
     assert trim_to_turns(msgs, 10) == msgs
     assert [m["content"] for m in trim_to_turns(msgs, 0)] == ["s", "now"]
+
+
+def test_guard_strips_phantom_sentences_and_prompt_echo():
+    from processors.transcript_guard import regurgitated_vocabulary, strip_phantom_sentences
+
+    g = GuardConfig()
+    assert strip_phantom_sentences("What joy there is in living. Thank you for watching.", g) == (
+        "What joy there is in living."
+    )
+    assert strip_phantom_sentences("Thanks for watching!", g) == ""
+    vocab = ("Siobhan", "Okonkwo", "Schenectady", "Poughkeepsie", "WQXR")
+    assert regurgitated_vocabulary("Siobhan Okonkwo Schenectady Poughkeepsie WQXR", vocab)
+    assert regurgitated_vocabulary("Names and things Warren mentions.", vocab)
+    assert not regurgitated_vocabulary("Call my daughter Siobhan.", vocab)
+    assert judge("Siobhan, Okonkwo, Poughkeepsie", _evidence(), g, vocab).startswith("drop")
+    assert judge("Turn the kitchen light on.", _evidence(avg_logprob=-0.8), g) == "doubtful"

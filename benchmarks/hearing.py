@@ -1,0 +1,286 @@
+"""Hearing Warren right: the paused-speech, no-speech and vocabulary suites.
+
+- paused: does a sentence with 0.5-1.2 s pauses stay one turn? A false cut-off is a reply
+  that starts before he has finished, or an answered request that lacks part of his sentence.
+- nospeech: noise, hum, music, breathing, clicks and backwards speech must put no words in
+  front of the LLM (with and without the vocabulary prompt).
+- vocabulary: names, places and devices he uses, spoken by several voices and slowed down;
+  word error rate and term hits with and without `stt.vocabulary` as Whisper hotwords.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import jiwer
+import numpy as np
+from tqdm import tqdm
+
+from benchmarks.accuracy import normalise, transcribe
+from benchmarks.clips import SAMPLE_RATE, Clip, load_manifest
+from benchmarks.designs import build_nabu, build_pipecat_default
+from benchmarks.latency import THREE_SENTENCES, TurnMeasure, run_conversation, summarise
+from benchmarks.suites import nospeech_suite, paused_suite
+from nabu_pipeline import engines
+from nabu_pipeline.config import NabuConfig
+from nabu_pipeline.scripted_llm import Script, ScriptedLLMServer
+from transports.audio_file import read_pcm16
+
+# Fraction of the sentence's words the answered request must hold to count as whole.
+WHOLE_SENTENCE = 0.8
+
+# Warren's own words (a made-up but typical household): names, places, devices, medicines.
+VOCABULARY = (
+    "Siobhan",
+    "Okonkwo",
+    "Lisinopril",
+    "Metoprolol",
+    "Sonos",
+    "Philips Hue",
+    "Roomba",
+    "Ecobee",
+    "Schenectady",
+    "Poughkeepsie",
+    "WQXR",
+    "Marguerite",
+)
+VOCAB_SENTENCES = (
+    ("Call my daughter Siobhan.", ("siobhan",)),
+    ("Is Doctor Okonkwo in on Tuesday?", ("okonkwo",)),
+    ("Remind me to take my Lisinopril at eight.", ("lisinopril",)),
+    ("Did I take the Metoprolol this morning?", ("metoprolol",)),
+    ("Play the radio on the Sonos.", ("sonos",)),
+    ("Turn off the Philips Hue lamp in the den.", ("philips", "hue")),
+    ("Start the Roomba in the kitchen.", ("roomba",)),
+    ("Set the Ecobee to seventy degrees.", ("ecobee",)),
+    ("What is the weather in Schenectady?", ("schenectady",)),
+    ("How far is Poughkeepsie from here?", ("poughkeepsie",)),
+    ("Put on WQXR please.", ("wqxr",)),
+    ("When is Marguerite coming over?", ("marguerite",)),
+)
+ESPEAK_VOICES = ("en-us", "en-us+m3", "en-us+f2", "en+m7")
+
+
+def _with(config: NabuConfig, **sections) -> NabuConfig:
+    data = config.model_dump(exclude={"source"})
+    for section, values in sections.items():
+        data[section].update(values)
+    return NabuConfig(**data, source=config.source)
+
+
+def _answered_request(server: ScriptedLLMServer, m: TurnMeasure) -> str | None:
+    """The last user message of the request whose answer Warren heard first."""
+    if m.first_audio_at is None:
+        return None
+    asked = [r for r in server.requests if m.fed_at <= r.at < m.first_audio_at]
+    if not asked:
+        return None
+    users = [x for x in asked[-1].messages if x.get("role") == "user"]
+    return str(users[-1]["content"]) if users else None
+
+
+def _windows(measures: list[TurnMeasure]) -> list[tuple[float, float]]:
+    """[fed_at, next clip's fed_at) for each clip: the requests it caused."""
+    starts = [m.fed_at for m in measures]
+    return list(zip(starts, [*starts[1:], float("inf")], strict=True))
+
+
+def _coverage(reference: str, text: str | None) -> float:
+    ref = normalise(reference).split()
+    got = set(normalise(text or "").split())
+    return sum(w in got for w in ref) / len(ref) if ref else 1.0
+
+
+def run_paused(args, config: NabuConfig) -> dict:
+    clips = load_manifest(args.manifest)
+    items = paused_suite(clips)
+    designs = [
+        ("nabu", build_nabu, config),
+        ("nabu_hold_0.8s", build_nabu, _with(config, turn={"pause_tolerance_s": 0.8})),
+        (
+            "smart_turn_no_hold",
+            build_nabu,
+            _with(config, turn={"strategy": "smart_turn", "pause_tolerance_s": 0.0}),
+        ),
+        ("pipecat_default", build_pipecat_default, config),
+    ]
+    progress = tqdm(total=len(items) * len(designs), desc="paused", unit="clip")
+    results: dict = {"suite": "paused", "items": len(items), "designs": {}}
+    try:
+        for name, build, cfg in designs:
+            with ScriptedLLMServer(
+                Script(reply=THREE_SENTENCES, ttft_s=0.35, tokens_per_s=60)
+            ) as s:
+                cfg = _with(cfg, llm={"base_url": s.url, "provider": "openai"})
+                measures = asyncio.run(
+                    run_conversation(name, build, cfg, [i.clip for i in items], 0, progress)
+                )
+                rows = []
+                for item, m, (lo, hi) in zip(items, measures, _windows(measures), strict=True):
+                    answered = _answered_request(s, m)
+                    coverage = _coverage(item.clip.transcript, answered)
+                    cut = m.early_replies > 0 or coverage < WHOLE_SENTENCE
+                    rows.append(
+                        {
+                            "clip": item.source,
+                            "pauses_s": list(item.pauses_s),
+                            "cut_off": cut,
+                            "early_replies": m.early_replies,
+                            "coverage": round(coverage, 2),
+                            "answered_request": answered,
+                            "voice_to_voice_s": m.voice_to_voice_s,
+                            "llm_requests": sum(lo <= r.at < hi for r in s.requests),
+                        }
+                    )
+                cut_offs = sum(r["cut_off"] for r in rows)
+                results["designs"][name] = {
+                    "false_cutoff_rate": round(cut_offs / len(rows), 3),
+                    "false_cutoffs": cut_offs,
+                    "voice_to_voice_s": summarise([r["voice_to_voice_s"] for r in rows]),
+                    "rows": rows,
+                }
+    finally:
+        progress.close()
+    results["pauses"] = sum(len(i.pauses_s) for i in items)
+    return results
+
+
+def run_nospeech(args, config: NabuConfig) -> dict:
+    clips = load_manifest(args.manifest)
+    sounds = nospeech_suite(clips)
+    variants = [
+        ("no_vocabulary", config),
+        ("with_vocabulary", _with(config, stt={"vocabulary": list(VOCABULARY)})),
+    ]
+    progress = tqdm(total=len(sounds) * len(variants), desc="nospeech", unit="sound")
+    results: dict = {"suite": "nospeech", "sounds": len(sounds), "variants": {}}
+    try:
+        for name, cfg in variants:
+            with ScriptedLLMServer(Script(reply="I heard something.", ttft_s=0.1)) as s:
+                cfg = _with(cfg, llm={"base_url": s.url, "provider": "openai"})
+                measures = asyncio.run(run_conversation(name, build_nabu, cfg, sounds, 0, progress))
+                rows = []
+                for clip, m, (lo, hi) in zip(sounds, measures, _windows(measures), strict=True):
+                    asked = [r for r in s.requests if lo <= r.at < hi]
+                    llm_words = sum(
+                        len(normalise(str(r.messages[-1].get("content", ""))).split())
+                        for r in asked
+                        if r.messages and r.messages[-1].get("role") == "user"
+                    )
+                    rows.append(
+                        {
+                            "sound": clip.name,
+                            "whisper_raw": " ".join(t.strip() for t in m.heard_transcripts).strip(),
+                            "llm_requests": len(asked),
+                            "words_to_llm": llm_words,
+                            "nabu_spoke_s": m.spoken_s,
+                        }
+                    )
+                results["variants"][name] = {
+                    "words_to_llm": sum(r["words_to_llm"] for r in rows),
+                    "llm_requests": sum(r["llm_requests"] for r in rows),
+                    "raw_whisper_words": sum(len(r["whisper_raw"].split()) for r in rows),
+                    "asked_to_repeat": sum(r["nabu_spoke_s"] > 0 for r in rows),
+                    "rows": rows,
+                }
+    finally:
+        progress.close()
+    return results
+
+
+def _espeak(text: str, voice: str, out: Path) -> Path:
+    """espeak-ng at 130 words/min (a slow speaker), then 16 kHz."""
+    subprocess.run(
+        ["espeak-ng", "-v", voice, "-s", "130", "-w", str(out), text],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+def _piper(text: str, config: NabuConfig, length_scale: float) -> np.ndarray:
+    import soxr
+    from piper import SynthesisConfig
+
+    voice = engines.piper(config.tts)
+    pcm = b"".join(
+        c.audio_int16_bytes
+        for c in voice.synthesize(text, syn_config=SynthesisConfig(length_scale=length_scale))
+    )
+    audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768
+    audio = soxr.resample(audio, voice.config.sample_rate, SAMPLE_RATE)
+    return (audio * 32767).astype(np.int16)
+
+
+def vocabulary_clips(config: NabuConfig) -> list[Clip]:
+    """Each sentence by several espeak-ng voices (if installed) and by Piper, slowed."""
+    clips = []
+    tmp = Path(tempfile.mkdtemp(prefix="nabu-vocab-"))
+    have_espeak = shutil.which("espeak-ng") is not None
+    for n, (text, _terms) in enumerate(VOCAB_SENTENCES):
+        sources = [("piper_slow", _piper(text, config, 1.35))]
+        if have_espeak:
+            voice = ESPEAK_VOICES[n % len(ESPEAK_VOICES)]
+            sources.append((f"espeak_{voice}", read_pcm16(_espeak(text, voice, tmp / f"{n}.wav"))))
+        for label, samples in sources:
+            clips.append(
+                Clip(
+                    path=tmp / f"{n}_{label}.wav",
+                    transcript=text,
+                    duration_s=len(samples) / SAMPLE_RATE,
+                    samples=samples,
+                    speech_start_s=0.0,
+                    speech_end_s=len(samples) / SAMPLE_RATE,
+                )
+            )
+    return clips
+
+
+def run_vocabulary(args, config: NabuConfig) -> dict:
+    clips = vocabulary_clips(config)
+    terms = {text: t for text, t in VOCAB_SENTENCES}
+    real = load_manifest(args.manifest)
+    out: dict = {
+        "suite": "vocabulary",
+        "sentences": len(VOCAB_SENTENCES),
+        "clips": len(clips),
+        "vocabulary": list(VOCABULARY),
+        "models": {},
+    }
+    for model in dict.fromkeys((config.stt.model, "tiny.en", "base")):
+        for label, vocab in (("without", ()), ("with", VOCABULARY)):
+            stt = config.stt.model_copy(update={"model": model, "vocabulary": vocab})
+            whisper = engines.whisper(stt).model
+            hyps = [transcribe(whisper, c.samples, stt) for c in clips]
+            hits = sum(
+                all(
+                    t in normalise(h).split() or t in normalise(h).replace(" ", "")
+                    for t in terms[c.transcript]
+                )
+                for c, h in zip(clips, hyps, strict=True)
+            )
+            real_hyps = [transcribe(whisper, c.samples, stt) for c in real]
+            out["models"].setdefault(model, {})[label] = {
+                "term_hit_rate": round(hits / len(clips), 3),
+                "wer": round(
+                    jiwer.wer(
+                        [normalise(c.transcript) for c in clips], [normalise(h) for h in hyps]
+                    ),
+                    4,
+                ),
+                "real_clips_wer": round(
+                    jiwer.wer(
+                        [normalise(c.transcript) for c in real], [normalise(h) for h in real_hyps]
+                    ),
+                    4,
+                ),
+                "examples": [
+                    {"said": c.transcript, "heard": h, "voice": c.path.stem}
+                    for c, h in zip(clips, hyps, strict=True)
+                ],
+            }
+    return out
