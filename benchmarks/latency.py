@@ -34,7 +34,7 @@ from transports.wav_file import WavFileTransport
 # Replies play 4x faster than real time in the benchmark: only their start is timed.
 OUTPUT_SPEED = 4.0
 # Quiet between clips, so one turn's tail never bleeds into the next.
-GAP_S = 0.5
+GAP_S = 1.5
 
 THREE_SENTENCES = (
     "The pharmacy on Main Street opens at nine in the morning. "

@@ -234,7 +234,8 @@ def _hearing_markdown(r: dict, plots: list[Path]) -> str:
     if r["suite"] == "paused":
         out.append(
             "A false cut-off is a reply that starts before the speaker has finished, or an "
-            "answered LLM request holding under 80 % of the sentence's words. Speculative "
+            "answered LLM request missing a part of the sentence (under half the words of any "
+            "stretch between pauses; coverage is the share of all words). Speculative "
             "requests cancelled unheard are allowed. The recordings are clear read speech with "
             "silences inserted: a proxy for Warren's pauses."
         )

@@ -12,6 +12,7 @@ from nabu_pipeline.config import ConfigError, load_config, load_dotenv_file
 from nabu_pipeline.logs import setup_logging
 from nabu_pipeline.models import ModelError
 from transports.audio_file import AudioFileError
+from transports.local_mic import MicUnavailable
 
 
 def _speed(value: str) -> float:
@@ -85,13 +86,10 @@ def main(argv: list[str] | None = None) -> int:
 
             return serve(load_config(args.config), args.host, args.port)
         if args.command == "mic":
-            print(
-                f"nabu {args.command} is not built yet; see the open issues. "
-                "Use `nabu talk --input IN.wav --output OUT.wav` meanwhile.",
-                file=sys.stderr,
-            )
-            return 2
-    except (ConfigError, ModelError, AudioFileError, ManifestError) as e:
+            from transports.local_mic import main as mic_main
+
+            return mic_main(load_config(args.config))
+    except (ConfigError, ModelError, AudioFileError, ManifestError, MicUnavailable) as e:
         print(f"nabu: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default.yaml")
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+NO_LLM_APOLOGY = (
+    "Sorry, I can't reach my assistant right now. I can still tell you the time or the date."
+)
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -58,7 +61,8 @@ class STTConfig(_Frozen):
     provider: Literal["local_whisper", "openai"] = "local_whisper"
     """local_whisper: faster-whisper in-process; openai: the Whisper API (or compatible)."""
     fallback: Literal["none", "openai"] = "none"
-    """Provider used when the local engine fails (issue 7 wires the switch)."""
+    """openai: when local Whisper fails, the `openai` endpoint below transcribes from then on
+    (the failed segment included); none: Nabu asks Warren to say it again."""
     model: str = "tiny.en"
     """tiny.en or base (offline, from PyPI packages), any faster-whisper name, or a directory."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -113,8 +117,34 @@ class LLMConfig(_Frozen):
     max_tokens: int = Field(default=160, ge=16, le=4096)
     """About 120 spoken words (~40 s) at most; the prompt asks for one to three sentences."""
     timeout_s: float = Field(default=20.0, gt=0)
+    """Whole-request limit of the HTTP client (the deadlines below act much sooner)."""
     system_prompt: str = ""
     """Empty means Nabu's own prompt for Warren (nabu_pipeline/prompts.py)."""
+    fallbacks: tuple[OpenAIEndpoint, ...] = ()
+    """Further endpoints ({base_url, api_key, model}), tried in order when the one before fails."""
+    first_token_timeout_s: float = Field(default=4.0, gt=0, le=30)
+    """Longest wait for an endpoint's first word before giving up on it and trying the next."""
+    stall_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    """Longest silence inside a streaming reply before it counts as broken off."""
+    answer_deadline_s: float = Field(default=6.0, gt=0, le=60)
+    """From the request to the apology at the latest, retries and fallbacks included: with STT
+    (~0.8 s) and the apology's TTS (~0.3 s) Warren hears something within 8 s of his last word."""
+    retry_attempts: int = Field(default=2, ge=1, le=5)
+    """Tries per endpoint on 429, 5xx and connection errors (1: no retry). The only retries:
+    the openai client's own are off."""
+    retry_base_delay_s: float = Field(default=0.25, ge=0, le=5)
+    """Backoff before the first retry, doubled for each further one, half of it random (jitter)."""
+    retry_max_delay_s: float = Field(default=2.0, ge=0, le=30)
+    """Longest backoff or Retry-After Nabu waits; a longer Retry-After skips that endpoint until
+    the time it named."""
+    failed_endpoint_rest_s: float = Field(default=60.0, ge=0)
+    """An endpoint that failed a turn is asked after the others for this long."""
+    apology: str = Field(default=NO_LLM_APOLOGY, min_length=1)
+    """Said when no endpoint gives an answer; never recorded as Nabu's answer."""
+    broken_off_apology: str = Field(
+        default="Sorry, I lost my train of thought there.", min_length=1
+    )
+    """Said after the words already spoken when a reply breaks off; never recorded either."""
 
     @property
     def endpoint(self) -> OpenAIEndpoint:
@@ -123,11 +153,20 @@ class LLMConfig(_Frozen):
         )
 
     @property
-    def is_configured(self) -> bool:
-        """False when nothing could answer: offline, or the OpenAI cloud without a key."""
+    def endpoints(self) -> tuple[OpenAIEndpoint, ...]:
+        """The endpoints to ask, in order: the main one, then the fallbacks (those usable)."""
         if self.provider == "offline":
-            return False
-        return not (self.endpoint.is_openai_cloud and not self.api_key)
+            return ()
+        candidates = (
+            self.endpoint,
+            *(f if f.model else f.model_copy(update={"model": self.model}) for f in self.fallbacks),
+        )
+        return tuple(e for e in candidates if not (e.is_openai_cloud and not e.api_key))
+
+    @property
+    def is_configured(self) -> bool:
+        """False when nothing could answer: offline, or only the OpenAI cloud without a key."""
+        return bool(self.endpoints)
 
     def __repr__(self) -> str:
         return (
@@ -143,6 +182,8 @@ class TTSConfig(_Frozen):
 
     provider: Literal["piper", "openai"] = "piper"
     fallback: Literal["none", "openai"] = "none"
+    """openai: when Piper fails, the `openai` endpoint below speaks from then on (the failed
+    sentence included); none: a sentence Piper cannot say is skipped."""
     voice: str = "en_US-joe-medium"
     """A Piper voice: the bundled en_US-joe-medium, or a name found in voice_dir."""
     voice_dir: str = ""
@@ -172,7 +213,12 @@ class TurnConfig(_Frozen):
     vad_stop_s: float = Field(default=0.2, gt=0, le=2)
     """Silence that ends a VAD segment (smart-turn expects 0.2)."""
     vad_start_s: float = Field(default=0.2, gt=0, le=1)
-    vad_confidence: float = Field(default=0.7, gt=0, le=1)
+    vad_confidence: float = Field(default=0.5, gt=0, le=1)
+    """Silero speech probability that counts as voice (pipecat's default is 0.7)."""
+    vad_min_volume: float = Field(default=0.1, ge=0, le=1)
+    """Loudness gate on top of Silero (pipecat's default 0.6). Measured: with 0.6 a soft
+    "Wait, stop please" was detected 0.7 s after it began, 0.24 s with 0.1; over Nabu's
+    echo-cancelled voice only 0.1 with confidence 0.5 caught it within 0.3 s."""
     smart_turn_max_pause_s: float = Field(default=3.0, gt=0, le=10)
     """With smart-turn, the longest pause allowed inside an unfinished sentence."""
     speech_timeout_s: float = Field(default=0.8, gt=0, le=5)
@@ -281,6 +327,10 @@ class AudioConfig(_Frozen):
     """Whisper and Silero want 16 kHz; everything else is resampled to it."""
     out_sample_rate_hz: int = Field(default=24000, ge=8000, le=48000)
     """24 kHz is what the Pipecat web client plays; `nabu talk` writes this rate too."""
+    echo_cancellation: bool = True
+    """Remove Nabu's own voice from the microphone (WebRTC AEC3) so it cannot interrupt itself."""
+    echo_delay_hint_ms: int = Field(default=0, ge=0, le=1000)
+    """Expected speaker-to-microphone delay; 0 lets AEC3 estimate it."""
 
 
 class BudgetConfig(_Frozen):

@@ -1,9 +1,9 @@
 """Assembling Nabu's pipeline from its config (DESIGN.md, "The pipeline").
 
-    transport.input() -> STT -> transcript guard -> stop phrases -> repeat requests
+    transport.input() -> echo canceller -> STT -> transcript guard -> stop phrases -> repeats
     -> user aggregator (Silero VAD + turn end) -> history window -> LLM
     -> TTS (speech text shaping as text_transforms) -> speech release gate -> transport.output()
-    -> assistant aggregator
+    -> echo reference tap -> assistant aggregator
 
 Heavy models (Whisper, Piper) are loaded once per process by `engines` and
 shared; VAD and turn analysers hold per-conversation state, so each session
@@ -27,6 +27,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMContextAggregatorPair,
     LLMUserAggregatorParams,
 )
+from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.services.llm_service import LLMService
 from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
@@ -45,15 +46,21 @@ from nabu_pipeline import engines
 from nabu_pipeline.config import NabuConfig
 from nabu_pipeline.latency import LatencyObserver
 from nabu_pipeline.prompts import system_prompt
+from processors.echo_canceller import EchoCanceller, EchoReference, EchoReferenceTap
 from processors.history_window import HistoryWindow
 from processors.openai_llm import NabuOpenAILLMService
-from processors.piper_tts import NabuPiperTTSService
 from processors.repeat_requests import RepeatRequestHandler
 from processors.speech_release_gate import SpeechReleaseGate
 from processors.speech_text import shape_for_speech
 from processors.stop_phrases import StopPhraseFilter
+from processors.stt_failover import (
+    FailoverWhisperSTTService,
+    NabuOpenAISTTService,
+    STTFailoverSwitcher,
+)
 from processors.transcript_guard import TranscriptGuard
-from processors.whisper_stt import NabuWhisperSTTService
+from processors.tts_fallback import FallbackSpeech, PiperWithFallbackTTSService
+from processors.utterance_state import UtteranceState
 
 
 def describe_llm(config: NabuConfig) -> str:
@@ -70,29 +77,49 @@ def describe_llm(config: NabuConfig) -> str:
     return f"LLM: {llm.model} at {llm.base_url}"
 
 
-def build_stt(config: NabuConfig) -> STTService:
+def _openai_stt(config: NabuConfig) -> STTService:
+    stt = config.stt
+    return NabuOpenAISTTService(
+        api_key=stt.openai.api_key or "not-needed",
+        base_url=stt.openai.base_url,
+        settings=NabuOpenAISTTService.Settings(model=stt.openai.model or "whisper-1"),
+        ttfs_p99_latency=stt.ttfs_p99_s,
+    )
+
+
+def build_stt(config: NabuConfig, utterance: UtteranceState | None = None) -> FrameProcessor:
+    """Local Whisper, the OpenAI-protocol STT, or both behind pipecat's failover switcher."""
     stt = config.stt
     if stt.provider == "openai":
-        from pipecat.services.openai.stt import OpenAISTTService
-
-        return OpenAISTTService(
-            api_key=stt.openai.api_key or "not-needed",
-            base_url=stt.openai.base_url,
-            settings=OpenAISTTService.Settings(model=stt.openai.model or "whisper-1"),
-            ttfs_p99_latency=stt.ttfs_p99_s,
+        return _openai_stt(config)
+    has_fallback = stt.fallback == "openai"
+    try:
+        loaded = engines.whisper(stt)
+    except Exception as e:
+        if not has_fallback:
+            raise
+        logger.warning(
+            f"STT: local Whisper {stt.model} could not be loaded ({type(e).__name__}: "
+            f"{str(e)[:160]}); the fallback at {stt.openai.base_url} transcribes instead"
         )
-    loaded = engines.whisper(stt)
-    return NabuWhisperSTTService(
+        return _openai_stt(config)
+    local = FailoverWhisperSTTService(
+        has_fallback=has_fallback,
         model=loaded.model,
         model_name=loaded.path,
         beam_size=stt.beam_size,
         language=stt.language,
         vocabulary=stt.vocabulary,
+        utterance=utterance,
         ttfs_p99_latency=stt.ttfs_p99_s,
     )
+    if not has_fallback:
+        return local
+    return STTFailoverSwitcher([local, _openai_stt(config)])
 
 
 def build_tts(config: NabuConfig) -> TTSService:
+    """Piper (with the OpenAI-protocol fallback per sentence when configured), or OpenAI TTS."""
     tts = config.tts
     transforms = [("*", shape_for_speech)]
     if tts.provider == "openai":
@@ -106,8 +133,22 @@ def build_tts(config: NabuConfig) -> TTSService:
             ),
             text_transforms=transforms,
         )
-    return NabuPiperTTSService(
-        voice=engines.piper(tts),
+    fallback = FallbackSpeech(tts.openai, tts.openai_voice) if tts.fallback == "openai" else None
+    try:
+        voice = engines.piper(tts)
+    except Exception as e:
+        if fallback is None:
+            raise
+        logger.warning(
+            f"TTS: Piper voice {tts.voice} could not be loaded ({type(e).__name__}: "
+            f"{str(e)[:160]}); the fallback at {fallback.label} speaks instead"
+        )
+        return build_tts(
+            config.model_copy(update={"tts": tts.model_copy(update={"provider": "openai"})})
+        )
+    return PiperWithFallbackTTSService(
+        fallback=fallback,
+        voice=voice,
         voice_name=tts.voice,
         length_scale=tts.length_scale,
         volume=tts.volume,
@@ -127,7 +168,10 @@ def user_turn_params(config: NabuConfig) -> LLMUserAggregatorParams:
     turn = config.turn
     vad = SileroVADAnalyzer(
         params=VADParams(
-            confidence=turn.vad_confidence, start_secs=turn.vad_start_s, stop_secs=turn.vad_stop_s
+            confidence=turn.vad_confidence,
+            start_secs=turn.vad_start_s,
+            stop_secs=turn.vad_stop_s,
+            min_volume=turn.vad_min_volume,
         )
     )
     if turn.strategy == "smart_turn":
@@ -176,15 +220,24 @@ def build_session(
 ) -> Session:
     """The whole pipeline for one conversation on `transport`."""
     context = context or LLMContext()
-    stt = build_stt(config)
+    # Shared by STT, release gate and history window: one sentence across Warren's pauses.
+    utterance = UtteranceState() if config.turn.pause_tolerance_s > 0 else None
+    stt = build_stt(config, utterance=utterance)
     llm = build_llm(config)
     tts = build_tts(config)
     conv = config.conversation
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
         context, user_params=user_turn_params(config)
     )
+    echo = EchoReference(config.audio.in_sample_rate_hz)
+    aec_on = config.audio.echo_cancellation
     processors = {
         "input": transport.input(),
+        **(
+            {"echo_canceller": EchoCanceller(echo, delay_hint_ms=config.audio.echo_delay_hint_ms)}
+            if aec_on
+            else {}
+        ),
         "stt": stt,
         "guard": TranscriptGuard(config.guard, vocabulary=config.stt.vocabulary),
         "stop_phrases": StopPhraseFilter(conv.stop_phrases, conv.stop_acknowledgement),
@@ -198,11 +251,12 @@ def build_session(
             nothing_to_repeat=conv.nothing_to_repeat,
         ),
         "user": user_aggregator,
-        "history": HistoryWindow(conv.history_turns),
+        "history": HistoryWindow(conv.history_turns, utterance),
         "llm": llm,
         "tts": tts,
-        "release_gate": SpeechReleaseGate(config.turn.pause_tolerance_s),
+        "release_gate": SpeechReleaseGate(config.turn.pause_tolerance_s, utterance),
         "output": transport.output(),
+        **({"echo_reference": EchoReferenceTap(echo)} if aec_on else {}),
         "assistant": assistant_aggregator,
     }
     latency = LatencyObserver()

@@ -16,7 +16,7 @@ from nabu_pipeline.config import NabuConfig
 from nabu_pipeline.latency import STAGES, ActivityState
 from nabu_pipeline.pipeline import build_session, describe_llm
 from transports.audio_file import read_pcm16, write_pcm16
-from transports.wav_file import WavFileTransport
+from transports.wav_file import EchoPath, WavFileTransport
 
 # After the last input, silence is fed until the reply ends, at most this long.
 MAX_TRAILING_SILENCE_S = 30.0
@@ -33,7 +33,10 @@ class TalkResult:
     turns: list[dict] = field(default_factory=list)
     output: Path | None = None
     output_s: float = 0.0
+    input_start_times: list[float] = field(default_factory=list)
     input_end_times: list[float] = field(default_factory=list)
+    write_times: list[float] = field(default_factory=list)
+    """Wall-clock time of every chunk of Nabu's speech sent out."""
     burst_s: list[float] = field(default_factory=list)
     """Length of each stretch of Nabu's speech, in order."""
     history: list[dict] = field(default_factory=list)
@@ -61,7 +64,12 @@ def reply_finished(state: ActivityState, bot_stops_before: int, now: float) -> b
 
 
 async def talk(
-    config: NabuConfig, inputs: list[Path], output: Path, *, speed: float = 1.0
+    config: NabuConfig,
+    inputs: list[Path],
+    output: Path,
+    *,
+    speed: float = 1.0,
+    echo: EchoPath | None = None,
 ) -> TalkResult:
     """Run one conversation over `inputs` and write everything Nabu said to `output`."""
     clips = [read_pcm16(p, config.audio.in_sample_rate_hz) for p in inputs]
@@ -75,6 +83,7 @@ async def talk(
             audio_out_end_silence_secs=0,  # OUT.wav holds what Nabu said, not padding
         ),
         speed=speed,
+        echo=echo,
     )
     logger.info(describe_llm(config))
     session = build_session(
@@ -92,6 +101,7 @@ async def talk(
         for path, clip in zip(inputs, clips, strict=True):
             logger.info(f"Speaking {path.name} ({len(clip) / config.audio.in_sample_rate_hz:.1f}s)")
             bot_stops_before = state.bot_stops
+            result.input_start_times.append(time.time())
             await transport.input().feed(clip)
             result.input_end_times.append(time.time())
             await feed_until_reply_done(transport, state, bot_stops_before)
@@ -112,6 +122,7 @@ async def talk(
     offsets = [offset for _, offset in transport.output().bursts] + [len(audio)]
     result.burst_s = [(b - a) / 2 / out_rate for a, b in pairwise(offsets)]
     result.history = [m for m in session.context.get_messages() if isinstance(m, dict)]
+    result.write_times = list(transport.output().write_times)
     return result
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pipecat.frames.frames import Frame, LLMContextFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
+from processors.text_normalise import normalise
+from processors.utterance_state import UtteranceState
+
 
 def _role(message) -> str:
     return message.get("role", "") if isinstance(message, dict) else ""
@@ -47,18 +50,51 @@ def merge_consecutive_user_messages(messages: list) -> list:
     return merged
 
 
-class HistoryWindow(FrameProcessor):
-    """Before each LLM request: merge split questions, keep the last N turns."""
+def drop_superseded(messages: list, superseded: set[str]) -> list:
+    """Partial transcripts that a whole-utterance transcript replaced (utterance_state.py).
 
-    def __init__(self, turns: int, **kwargs):
+    Only user messages in the unanswered run just before the last one are dropped:
+    an answered question is never touched.
+    """
+    if not superseded or not messages or _role(messages[-1]) != "user":
+        return messages
+    start = len(messages) - 1
+    while start > 0 and _role(messages[start - 1]) == "user":
+        start -= 1
+    run = [
+        m
+        for m in messages[start:-1]
+        if not (isinstance(m.get("content"), str) and m["content"].strip() in superseded)
+    ]
+    last = messages[-1]
+    content = last.get("content")
+    if isinstance(content, str):
+        # A partial and its whole can also land in the same turn ("A" then "A B").
+        text = content.strip()
+        for partial in sorted(superseded, key=len, reverse=True):
+            rest = text[len(partial) :].strip()
+            first_word = normalise(partial).split(" ")[0]
+            if text.startswith(partial) and rest and normalise(rest).startswith(first_word):
+                last = {**last, "content": rest}
+                break
+    return [*messages[:start], *run, last]
+
+
+class HistoryWindow(FrameProcessor):
+    """Before each LLM request: whole sentences once, split questions merged, last N turns."""
+
+    def __init__(self, turns: int, utterance: UtteranceState | None = None, **kwargs):
         super().__init__(**kwargs)
         self._turns = turns
+        self._utterance = utterance
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
         if isinstance(frame, LLMContextFrame):
             messages = frame.context.get_messages()
-            tidy = trim_to_turns(merge_consecutive_user_messages(messages), self._turns)
+            superseded = self._utterance.superseded if self._utterance else set()
+            tidy = drop_superseded(messages, superseded)
+            tidy = trim_to_turns(merge_consecutive_user_messages(tidy), self._turns)
             if len(tidy) != len(messages):
                 frame.context.set_messages(tidy)
         await self.push_frame(frame, direction)

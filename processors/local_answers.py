@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from nabu_pipeline.config import LocaleConfig
+from nabu_pipeline.config import NO_LLM_APOLOGY, LocaleConfig
 from processors.text_normalise import normalise
 
 _TIME = re.compile(
@@ -33,7 +33,8 @@ CAPABILITIES = (
     "I'm Nabu. You can ask me questions, ask for help with everyday things, "
     "or ask the time or the date. Say stop at any time, and say again if you missed something."
 )
-NO_LLM = "Sorry, I can't reach my assistant right now. I can still tell you the time or the date."
+NO_LLM = NO_LLM_APOLOGY
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 def _ordinal_day(day: int) -> str:
@@ -72,15 +73,19 @@ def local_answer(text: str, locale: LocaleConfig, *, llm_available: bool) -> str
 
     Time and date are always answered locally. "What can you do" is answered
     locally only without an LLM (with one, the LLM can say more); anything
-    else without an LLM gets the apology.
+    else without an LLM gets the apology (NO_LLM).
+
+    The question may end a longer user message: a turn that got no answer (the
+    LLM failed) is merged with the next one before the LLM sees it, so "Tell me
+    about the moon. What time is it?" is answered with the time.
     """
-    norm = normalise(text)
-    if _TIME.match(norm):
-        return time_answer(locale)
-    if _DATE.match(norm):
-        return date_answer(locale)
-    if llm_available:
-        return None
-    if _HELP.match(norm):
-        return CAPABILITIES
-    return NO_LLM
+    sentences = [s for s in _SENTENCE_END.split(text.strip()) if s.strip()]
+    for candidate in dict.fromkeys([text, *sentences[-1:]]):
+        norm = normalise(candidate)
+        if _TIME.match(norm):
+            return time_answer(locale)
+        if _DATE.match(norm):
+            return date_answer(locale)
+        if not llm_available and _HELP.match(norm):
+            return CAPABILITIES
+    return None if llm_available else NO_LLM

@@ -37,13 +37,16 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
+from processors.utterance_state import UtteranceState
+
 
 class SpeechReleaseGate(FrameProcessor):
     """Holds a new reply until Warren has been quiet for `hold_s`."""
 
-    def __init__(self, hold_s: float, **kwargs):
+    def __init__(self, hold_s: float, utterance: UtteranceState | None = None, **kwargs):
         super().__init__(**kwargs)
         self._hold_s = hold_s
+        self._utterance = utterance
         self._holding = False
         self._user_speaking = False
         self._bot_speaking = False
@@ -108,6 +111,8 @@ class SpeechReleaseGate(FrameProcessor):
         await asyncio.sleep(delay)
         self._timer = None
         if not self._user_speaking:
+            if self._utterance is not None:
+                self._utterance.pause_expired = True
             await self._release(f"{self._hold_s:.2f}s of silence")
 
     async def _release(self, why: str) -> None:

@@ -12,14 +12,28 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from loguru import logger
-from pipecat.frames.frames import ErrorFrame, Frame, TranscriptionFrame
+from pipecat.frames.frames import (
+    ErrorFrame,
+    Frame,
+    InputAudioRawFrame,
+    TranscriptionFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.whisper.stt import WhisperSTTService
 from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
+
+from processors.echo_canceller import RAW_AUDIO_KEY
+from processors.utterance_state import UtteranceState
+
+# An utterance kept open across pauses is cut after this much audio (Whisper's window is 30 s).
+MAX_UTTERANCE_S = 25.0
 
 
 def vocabulary_prompt(vocabulary: tuple[str, ...] | list[str]) -> str | None:
@@ -63,10 +77,12 @@ class NabuWhisperSTTService(WhisperSTTService):
         beam_size: int = 1,
         language: str = "en",
         vocabulary: tuple[str, ...] = (),
+        utterance: UtteranceState | None = None,
         **kwargs,
     ):
         self._shared_model = model
         self._beam_size = beam_size
+        self._utterance = utterance
         super().__init__(
             settings=WhisperSTTService.Settings(
                 model=model_name,
@@ -77,6 +93,37 @@ class NabuWhisperSTTService(WhisperSTTService):
             ),
             **kwargs,
         )
+
+    # --- Whole-utterance segmentation across Warren's pauses (see utterance_state.py) ---
+
+    async def _handle_user_started_speaking(self, frame: VADUserStartedSpeakingFrame):
+        if self._utterance is not None:
+            too_long = len(self._audio_buffer) > MAX_UTTERANCE_S * self.sample_rate * 2
+            if not self._utterance.start_speech() or too_long:
+                # A new utterance: keep only the pre-roll before this speech.
+                self._audio_buffer = self._audio_buffer[-self._audio_buffer_size_1s :]
+                self._utterance.transcripts.clear()
+        await super()._handle_user_started_speaking(frame)
+
+    async def _handle_user_stopped_speaking(self, frame: VADUserStoppedSpeakingFrame):
+        if self._utterance is None:
+            await super()._handle_user_stopped_speaking(frame)
+            return
+        utterance_audio = bytes(self._audio_buffer)
+        await super()._handle_user_stopped_speaking(frame)  # queues it, clears the buffer
+        # The utterance stays open through the pause: if he carries on, all of it is
+        # transcribed again as one.
+        self._audio_buffer = bytearray(utterance_audio)
+
+    async def process_audio_frame(self, frame: InputAudioRawFrame, direction: FrameDirection):
+        raw = frame.metadata.get(RAW_AUDIO_KEY)
+        if raw is not None and len(raw) == len(frame.audio):
+            frame = replace(frame, audio=raw)  # transcribe the microphone, not the AEC output
+        if self._utterance is None or self._utterance.pause_expired:
+            await super().process_audio_frame(frame, direction)
+            return
+        self._user_id = getattr(frame, "user_id", "") or ""
+        self._audio_buffer += frame.audio
 
     def _load(self):
         """Use the process-wide model instead of loading one per session."""
@@ -143,6 +190,8 @@ class NabuWhisperSTTService(WhisperSTTService):
                 else ""
             )
         )
+        if text and self._utterance is not None:
+            self._utterance.transcribed(text)
         if text:
             yield TranscriptionFrame(
                 text, self._user_id, time_now_iso8601(), language, result=evidence

@@ -114,3 +114,22 @@ def test_guard_strips_phantom_sentences_and_prompt_echo():
     assert not regurgitated_vocabulary("Call my daughter Siobhan.", vocab)
     assert judge("Siobhan, Okonkwo, Poughkeepsie", _evidence(), g, vocab).startswith("drop")
     assert judge("Turn the kitchen light on.", _evidence(avg_logprob=-0.8), g) == "doubtful"
+
+
+def test_superseded_partials_are_dropped_before_the_llm():
+    from processors.history_window import drop_superseded
+
+    answered = [{"role": "user", "content": "Tear a thin"}, {"role": "assistant", "content": "Ok."}]
+    msgs = [
+        *answered,
+        {"role": "user", "content": "Tear a thin sheet"},
+        {"role": "user", "content": "Tear a thin sheet from the yellow pad."},
+    ]
+    out = drop_superseded(msgs, {"Tear a thin sheet", "Tear a thin"})
+    assert out == [*answered, {"role": "user", "content": "Tear a thin sheet from the yellow pad."}]
+    same_turn = [{"role": "user", "content": "Go somewhere. Go somewhere and do something."}]
+    assert drop_superseded(same_turn, {"Go somewhere."})[-1]["content"] == (
+        "Go somewhere and do something."
+    )
+    unrelated = [{"role": "user", "content": "What time is it?"}, {"role": "user", "content": "Hi"}]
+    assert drop_superseded(unrelated, {"Go somewhere."}) == unrelated

@@ -21,12 +21,59 @@ from pipecat.transports.base_transport import BaseTransport, TransportParams
 FRAME_S = 0.02
 
 
+class EchoPath:
+    """A phone on speaker: what Nabu says comes back into the microphone, later and quieter.
+
+    The output transport hands each chunk it plays to `played`; the input mixes
+    `gain` x that audio into what it feeds, `delay_s` after it was played.
+    """
+
+    def __init__(self, gain: float, delay_s: float, sample_rate_hz: int):
+        self.gain = gain
+        self.delay_s = delay_s
+        self._rate = sample_rate_hz
+        self._queue: list[tuple[float, np.ndarray]] = []
+        self._resampler = None
+        self._in_rate = 0
+
+    def played(self, pcm: bytes, sample_rate_hz: int) -> None:
+        import soxr
+
+        samples = np.frombuffer(pcm, dtype=np.int16)
+        if sample_rate_hz != self._rate:
+            if self._resampler is None or self._in_rate != sample_rate_hz:
+                self._resampler = soxr.ResampleStream(sample_rate_hz, self._rate, 1, dtype="int16")
+                self._in_rate = sample_rate_hz
+            samples = self._resampler.resample_chunk(samples)
+        self._queue.append((time.monotonic(), samples))
+
+    def mix(self, chunk: np.ndarray) -> np.ndarray:
+        """Add the echo due now to `chunk` (int16)."""
+        due = time.monotonic() - self.delay_s
+        echo = np.zeros(len(chunk), dtype=np.float32)
+        filled = 0
+        while filled < len(chunk) and self._queue and self._queue[0][0] <= due:
+            at, samples = self._queue[0]
+            take = min(len(chunk) - filled, len(samples))
+            echo[filled : filled + take] = samples[:take]
+            filled += take
+            if take == len(samples):
+                self._queue.pop(0)
+            else:
+                self._queue[0] = (at, samples[take:])
+        mixed = chunk.astype(np.float32) + self.gain * echo
+        return np.clip(mixed, -32768, 32767).astype(np.int16)
+
+
 class WavFileInputTransport(BaseInputTransport):
     """Feeds PCM into the pipeline on a real-time (or sped-up) clock."""
 
-    def __init__(self, params: TransportParams, speed: float, **kwargs):
+    def __init__(
+        self, params: TransportParams, speed: float, echo: EchoPath | None = None, **kwargs
+    ):
         super().__init__(params, **kwargs)
         self._speed = speed
+        self._echo = echo
         self.ready = asyncio.Event()
         self.fed_s = 0.0
         """Audio time fed so far (the input's own clock)."""
@@ -47,6 +94,8 @@ class WavFileInputTransport(BaseInputTransport):
             chunk = samples[i : i + step]
             if len(chunk) < step:
                 chunk = np.pad(chunk, (0, step - len(chunk)))
+            if self._echo is not None:
+                chunk = self._echo.mix(chunk)
             await self.push_audio_frame(
                 InputAudioRawFrame(audio=chunk.tobytes(), sample_rate=rate, num_channels=1)
             )
@@ -64,10 +113,15 @@ class WavFileInputTransport(BaseInputTransport):
 class WavFileOutputTransport(BaseOutputTransport):
     """Collects the audio Nabu speaks, paced like a speaker playing it."""
 
-    def __init__(self, params: TransportParams, speed: float, **kwargs):
+    def __init__(
+        self, params: TransportParams, speed: float, echo: EchoPath | None = None, **kwargs
+    ):
         super().__init__(params, **kwargs)
         self._speed = speed
+        self._echo = echo
         self._next_send = 0.0
+        self.write_times: list[float] = []
+        """Wall-clock time of every audio write (for when Nabu fell silent)."""
         self.audio = bytearray()
         self.bursts: list[tuple[float, int]] = []
         """(wall-clock time, byte offset) where each burst of speech began (after >0.5 s quiet)."""
@@ -82,7 +136,10 @@ class WavFileOutputTransport(BaseOutputTransport):
         if now - self._last_write > 0.5:
             self.bursts.append((time.time(), len(self.audio)))
         self._last_write = now
+        self.write_times.append(time.time())
         self.audio.extend(frame.audio)
+        if self._echo is not None:
+            self._echo.played(frame.audio, frame.sample_rate)
         duration = len(frame.audio) / 2 / max(frame.num_channels, 1) / frame.sample_rate
         interval = duration / self._speed
         delay = self._next_send - time.monotonic()
@@ -102,20 +159,22 @@ class WavFileTransport(BaseTransport):
         params: TransportParams,
         speed: float = 1.0,
         output_speed: float | None = None,
+        echo: EchoPath | None = None,
         **kwargs,
     ):
         """`output_speed` (default: `speed`) plays replies faster than real time.
 
         The benchmark feeds speech in real time (turn-taking depends on it) but
-        need not wait for every reply to play at 1x.
+        need not wait for every reply to play at 1x. `echo` mixes what Nabu says
+        back into its input, as a phone on speaker would.
         """
         super().__init__(**kwargs)
         output_speed = speed if output_speed is None else output_speed
         if speed <= 0 or output_speed <= 0:
             raise ValueError("speed must be > 0")
         self._params = params
-        self._input = WavFileInputTransport(params, speed, name="WavFileInput")
-        self._output = WavFileOutputTransport(params, output_speed, name="WavFileOutput")
+        self._input = WavFileInputTransport(params, speed, echo, name="WavFileInput")
+        self._output = WavFileOutputTransport(params, output_speed, echo, name="WavFileOutput")
 
     def input(self) -> WavFileInputTransport:
         return self._input

@@ -1,0 +1,131 @@
+"""Server-side echo cancellation: Nabu's own voice must not interrupt Nabu.
+
+A phone on speaker plays Nabu's reply and its microphone hears it again. Any
+voice activity interrupts the bot, so without help Nabu would cut itself off
+mid-sentence. pipecat has no server-side AEC (its issues #1626/#1771); the
+phone's own AEC is the first line, this is the second: WebRTC's AEC3 (the
+canceller in Chrome, via `pywebrtc-audio`) subtracts what Nabu just played from
+what the microphone sent, before VAD sees it. Warren's own voice stays (partly
+attenuated while both talk), so he can still interrupt. Whisper is given the
+unprocessed audio (see `RAW_AUDIO_KEY`).
+
+`EchoReferenceTap` sits after the output transport, which pushes each audio
+chunk downstream as it is sent (paced in real time), and feeds the far-end
+reference; `EchoCanceller` sits right after the input transport.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import replace
+
+import numpy as np
+import soxr
+from loguru import logger
+from pipecat.frames.frames import Frame, InputAudioRawFrame, OutputAudioRawFrame
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+# Where the canceller leaves the unprocessed microphone audio for the STT.
+RAW_AUDIO_KEY = "nabu_raw_audio"
+# The reference never holds more than this: a stalled input must not let it drift.
+MAX_REFERENCE_S = 1.0
+
+
+class EchoReference:
+    """What Nabu played, resampled to the microphone's rate, consumed in step with it."""
+
+    def __init__(self, sample_rate_hz: int = 16000):
+        self._rate = sample_rate_hz
+        self._chunks: collections.deque[np.ndarray] = collections.deque()
+        self._size = 0
+        self._resampler: soxr.ResampleStream | None = None
+        self._in_rate = 0
+
+    def push(self, pcm: bytes, sample_rate_hz: int, num_channels: int = 1) -> None:
+        samples = np.frombuffer(pcm, dtype=np.int16)
+        if num_channels > 1:
+            samples = samples.reshape(-1, num_channels).mean(axis=1).astype(np.int16)
+        if sample_rate_hz != self._rate:
+            if self._resampler is None or self._in_rate != sample_rate_hz:
+                self._resampler = soxr.ResampleStream(sample_rate_hz, self._rate, 1, dtype="int16")
+                self._in_rate = sample_rate_hz
+            samples = self._resampler.resample_chunk(samples)
+        if len(samples):
+            self._chunks.append(samples)
+            self._size += len(samples)
+        while self._size > MAX_REFERENCE_S * self._rate and self._chunks:
+            self._size -= len(self._chunks.popleft())
+
+    def pull(self, n: int) -> np.ndarray:
+        """The next `n` reference samples (silence where Nabu played nothing)."""
+        out = np.zeros(n, dtype=np.int16)
+        filled = 0
+        while filled < n and self._chunks:
+            chunk = self._chunks[0]
+            take = min(n - filled, len(chunk))
+            out[filled : filled + take] = chunk[:take]
+            filled += take
+            if take == len(chunk):
+                self._chunks.popleft()
+            else:
+                self._chunks[0] = chunk[take:]
+            self._size -= take
+        return out
+
+
+class EchoReferenceTap(FrameProcessor):
+    """After the output transport: every audio chunk sent to Warren becomes reference."""
+
+    def __init__(self, reference: EchoReference, **kwargs):
+        super().__init__(**kwargs)
+        self._reference = reference
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, OutputAudioRawFrame) and direction == FrameDirection.DOWNSTREAM:
+            self._reference.push(frame.audio, frame.sample_rate, frame.num_channels)
+        await self.push_frame(frame, direction)
+
+
+class EchoCanceller(FrameProcessor):
+    """After the input transport: removes Nabu's own voice from the microphone audio."""
+
+    def __init__(self, reference: EchoReference, *, delay_hint_ms: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self._reference = reference
+        self._delay_hint_ms = delay_hint_ms
+        self._aec = None
+        self._rate = 0
+        self._warned = False
+
+    def _canceller(self, rate: int):
+        if self._aec is None or rate != self._rate:
+            from pywebrtc_audio import EchoCanceller as AEC3
+
+            self._aec = AEC3(sample_rate=rate, num_channels=1, stream_delay_ms=self._delay_hint_ms)
+            self._rate = rate
+        return self._aec
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, InputAudioRawFrame) and frame.num_channels == 1 and frame.audio:
+            if frame.sample_rate != self._reference._rate:
+                if not self._warned:
+                    logger.warning(
+                        f"{self}: input at {frame.sample_rate} Hz, reference at "
+                        f"{self._reference._rate} Hz; echo cancellation off"
+                    )
+                    self._warned = True
+            else:
+                near = np.frombuffer(frame.audio, dtype=np.int16)
+                far = self._reference.pull(len(near))
+                # ~0.6 ms per 100 ms of audio in C++ with the GIL released: fine inline.
+                clean = self._canceller(frame.sample_rate).process(near, far)
+                raw = frame.audio
+                frame = replace(frame, audio=clean.astype(np.int16).tobytes())
+                # Whisper gets the microphone as it was: AEC3 also attenuates Warren's own
+                # voice while Nabu talks (a barged-in "Stop." came out as nothing), and the
+                # phone's AEC has already removed most echo. VAD, which decides barge-in,
+                # hears the cancelled audio, so Nabu's echo alone never starts a turn.
+                frame.metadata[RAW_AUDIO_KEY] = raw
+        await self.push_frame(frame, direction)

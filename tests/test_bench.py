@@ -1,0 +1,85 @@
+"""`nabu bench` end to end on a two-clip manifest: every key DESIGN.md names, report, plots."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import CLIPS
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def manifest(tmp_path):
+    path = tmp_path / "two.tsv"
+    path.write_text(
+        "file\tduration_s\ttranscript\n"
+        f"{CLIPS / 'goforward.wav'}\t2.79\tgo forward ten meters\n"
+        f"{CLIPS / 'sb_spk2_snt2.wav'}\t1.76\tWhat joy there is in living.\n"
+    )
+    return path
+
+
+def _bench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "nabu_pipeline.cli", "bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def test_latency_suite_writes_results_report_and_plots(tmp_path, manifest):
+    out = tmp_path / "bench"
+    proc = _bench("--manifest", str(manifest), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads((out / "results.json").read_text())
+    for key in (
+        "voice_to_voice_s",
+        "sequential_voice_to_voice_s",
+        "pipecat_default_voice_to_voice_s",
+    ):
+        assert r[key]["n"] == 2 and r[key]["p50"] > 0 and r[key]["p95"] >= r[key]["p50"], r[key]
+    assert r["speedup_vs_sequential"] > 0 and r["speedup_vs_pipecat_default"] > 0
+    assert set(r["stages"]) == {
+        "turn_end_s",
+        "stt_s",
+        "llm_ttft_s",
+        "first_sentence_s",
+        "tts_first_audio_s",
+    }
+    assert all(s["p50"] is not None for s in r["stages"].values()), r["stages"]
+    assert 0 < r["cold_start_s"] < 60
+    assert r["long_reply_80_tokens"]["voice_to_voice_s"]["n"] == 2
+    assert {"voice_to_voice_p50_s", "cold_start_s"} <= set(r["budgets"])
+    # Nabu heard the clips.
+    heard = " ".join(t["transcript"].lower() for t in r["turns"]["nabu"])
+    assert "forward" in heard and "joy" in heard, heard
+    report = (out / "report.md").read_text()
+    assert "Budgets" in report and "sequential" in report
+    assert (out / "stages.png").stat().st_size > 5000 and (
+        out / "v2v_cdf.png"
+    ).stat().st_size > 5000
+
+
+def test_accuracy_suite_reports_wer_and_rtf_per_model(tmp_path, manifest):
+    out = tmp_path / "acc"
+    proc = _bench("--suite", "accuracy", "--manifest", str(manifest), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads((out / "results.json").read_text())
+    assert isinstance(r["wer"], float) and isinstance(r["rtf"], float)
+    assert r["wer"] < 0.2 and 0 < r["rtf"] < 2
+    assert set(r["per_model"]) == {"tiny.en", "base"}
+    for m in r["per_model"].values():
+        assert {"wer", "rtf", "degraded_wer"} <= set(m)
+    assert (out / "accuracy.png").exists()
+
+
+def test_bad_manifest_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("path\ttext\nx.wav\thello\n")
+    proc = _bench("--manifest", str(bad), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2
+    assert "missing column" in proc.stderr and "Traceback" not in proc.stderr

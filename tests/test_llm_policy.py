@@ -1,0 +1,239 @@
+"""The LLM's retry policy, fallbacks and apologies, on the real openai client and a real server.
+
+Each test drives NabuOpenAILLMService (pipecat's `run_test`) against the
+scripted OpenAI-protocol server failing on demand, and checks what would be
+spoken, how soon, how many requests were made, and the one log line.
+No audio models: these run in seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+import pytest
+from loguru import logger
+from pipecat.frames.frames import (
+    Frame,
+    LLMContextFrame,
+    LLMFullResponseEndFrame,
+    LLMTextFrame,
+    TTSSpeakFrame,
+)
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.tests.utils import run_test
+
+from nabu_pipeline.config import NO_LLM_APOLOGY, LLMConfig, LocaleConfig, OpenAIEndpoint
+from nabu_pipeline.scripted_llm import Script, ScriptedLLMServer, refused_url
+from processors.openai_llm import NabuOpenAILLMService, retry_after_s
+
+REPLY = "The front door is locked. The porch light is on. Mary called this morning."
+SECRET = "sk-test-DO-NOT-LOG-0123456789"
+BROKEN_OFF = LLMConfig().broken_off_apology
+
+
+@contextmanager
+def captured_logs():
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m)), level="WARNING", format="{message}")
+    try:
+        yield lines
+    finally:
+        logger.remove(sink)
+
+
+def server(fault=None, **kw) -> ScriptedLLMServer:
+    return ScriptedLLMServer(Script(reply=REPLY, fault=fault, ttft_s=0.05, tokens_per_s=200, **kw))
+
+
+def make_llm(base_url: str, **llm) -> NabuOpenAILLMService:
+    config = LLMConfig(base_url=base_url, api_key=SECRET, **llm)
+    return NabuOpenAILLMService(config=config, locale=LocaleConfig(), system_prompt="Be brief.")
+
+
+class Outcome:
+    """What one reply did: its words, its apology, and when each came."""
+
+    def __init__(self, frames: list[Frame], started: float, ended: float):
+        self.text = "".join(f.text for f in frames if isinstance(f, LLMTextFrame))
+        speak = [f for f in frames if isinstance(f, TTSSpeakFrame)]
+        self.apology = speak[0].text if speak else None
+        self.recorded_apology = any(f.append_to_context for f in speak)
+        self.elapsed_s = ended - started
+        kinds = [type(f) for f in frames]
+        self.apology_after_end = not speak or kinds.index(TTSSpeakFrame) > kinds.index(
+            LLMFullResponseEndFrame
+        )
+
+
+async def ask(llm: NabuOpenAILLMService, question="Tell me about kettles.", context=None):
+    context = context or LLMContext()
+    context.add_message({"role": "user", "content": question})
+    started = time.monotonic()
+    down, _up = await run_test(llm, frames_to_send=[LLMContextFrame(context)])
+    return Outcome(list(down), started, time.monotonic())
+
+
+async def test_healthy_endpoint_answers_once():
+    with server() as srv:
+        out = await ask(make_llm(srv.url))
+    assert out.text == REPLY and out.apology is None
+    assert len(srv.requests) == 1
+
+
+async def test_429_once_is_retried_after_retry_after():
+    with server("429-once", retry_after_s=0.6) as srv, captured_logs() as lines:
+        out = await ask(make_llm(srv.url))
+    assert out.text == REPLY and out.apology is None
+    assert srv.faults_seen == ["429-once", None]
+    gap = srv.requests[1].at - srv.requests[0].at
+    assert 0.6 <= gap < 1.2, gap  # Retry-After honoured, not the 0.25 s backoff
+    assert len(lines) == 1 and "recovered" in lines[0] and "HTTP 429" in lines[0], lines
+
+
+async def test_500_retried_with_backoff_then_apology():
+    with server("500") as srv, captured_logs() as lines:
+        out = await ask(make_llm(srv.url))
+    assert out.text == "" and out.apology == NO_LLM_APOLOGY
+    assert not out.recorded_apology and out.apology_after_end
+    assert len(srv.requests) == 2  # retry_attempts=2, and no hidden client retries
+    gap = srv.requests[1].at - srv.requests[0].at
+    assert 0.125 <= gap < 0.6, gap  # 0.25 s backoff with equal jitter
+    assert out.elapsed_s < 2
+    assert len(lines) == 1 and "HTTP 500" in lines[0] and "apologising" in lines[0], lines
+    assert SECRET not in " ".join(lines) and "Traceback" not in " ".join(lines)
+
+
+async def test_429_always_with_long_retry_after_apologises_at_once_and_rests_the_endpoint():
+    with server("429", retry_after_s=30) as srv:
+        llm = make_llm(srv.url)
+        first = await ask(llm)
+        context = LLMContext([{"role": "user", "content": "Tell me about kettles."}])
+        second = await ask(llm, "And about teapots?", context)
+    assert first.apology == NO_LLM_APOLOGY and first.elapsed_s < 1
+    assert second.apology == NO_LLM_APOLOGY and second.elapsed_s < 1
+    # One request: a 30 s Retry-After is not waited for, and not ignored on the next turn.
+    assert len(srv.requests) == 1
+
+
+async def test_hang_hits_the_first_token_timeout():
+    with server("hang") as srv, captured_logs() as lines:
+        out = await ask(make_llm(srv.url, first_token_timeout_s=1.0))
+    assert out.apology == NO_LLM_APOLOGY
+    assert 1.0 <= out.elapsed_s < 1.6, out.elapsed_s
+    assert len(srv.requests) == 1  # a hung endpoint is not asked again
+    assert "no first word within 1.0s" in lines[0], lines
+
+
+async def test_refused_connection_apologises_quickly():
+    with captured_logs() as lines:
+        out = await ask(make_llm(refused_url()))
+    assert out.apology == NO_LLM_APOLOGY and out.elapsed_s < 1.5
+    assert "ConnectionRefusedError" in lines[0], lines
+
+
+@pytest.mark.parametrize("fault", ["cut", "malformed"])
+async def test_broken_stream_finishes_what_was_said_then_apologises(fault):
+    with server(fault) as srv, captured_logs() as lines:
+        out = await ask(make_llm(srv.url))
+    assert out.text and REPLY.startswith(out.text) and out.text != REPLY
+    assert out.apology == BROKEN_OFF and not out.recorded_apology and out.apology_after_end
+    assert len(srv.requests) == 1  # never retried: he would hear the start twice
+    assert len(lines) == 1 and "broke off" in lines[0], lines
+
+
+async def test_stream_stalling_mid_reply_is_broken_off():
+    with server("stall") as srv:
+        out = await ask(make_llm(srv.url, stall_timeout_s=0.5))
+    assert out.text and out.apology == BROKEN_OFF
+    assert out.elapsed_s < 1.5
+
+
+async def test_empty_reply_counts_as_a_failure():
+    with server("empty") as srv:
+        out = await ask(make_llm(srv.url))
+    assert out.apology == NO_LLM_APOLOGY and len(srv.requests) == 1
+
+
+async def test_fallbacks_are_tried_in_order():
+    with server("hang") as hung, server("500") as broken, server() as good:
+        llm = make_llm(
+            hung.url,
+            first_token_timeout_s=1.0,
+            fallbacks=(
+                OpenAIEndpoint(base_url=refused_url()),
+                OpenAIEndpoint(base_url=broken.url, model="other-model"),
+                OpenAIEndpoint(base_url=good.url, model="good-model"),
+            ),
+        )
+        with captured_logs() as lines:
+            out = await ask(llm)
+    assert out.text == REPLY and out.apology is None
+    assert len(hung.requests) == 1 and len(broken.requests) == 2 and len(good.requests) == 1
+    assert broken.requests[0].body["model"] == "other-model"
+    assert good.requests[0].body["model"] == "good-model"
+    assert out.elapsed_s < 3
+    assert len(lines) == 1 and "recovered" in lines[0] and good.url[7:] in lines[0], lines
+
+
+async def test_an_endpoint_that_failed_a_turn_is_asked_last_for_a_while():
+    with server("hang") as hung, server() as good:
+        llm = make_llm(
+            hung.url, first_token_timeout_s=1.0, fallbacks=(OpenAIEndpoint(base_url=good.url),)
+        )
+        first = await ask(llm)
+        context = LLMContext([{"role": "user", "content": "Tell me about kettles."}])
+        second = await ask(llm, "And about teapots?", context)
+    assert first.text == REPLY and first.elapsed_s >= 1.0
+    assert second.text == REPLY and second.elapsed_s < 0.8  # straight to the healthy one
+    assert len(hung.requests) == 1 and len(good.requests) == 2
+
+
+async def test_everything_fits_the_answer_deadline():
+    with server("hang") as first, server("hang") as second:
+        llm = make_llm(
+            first.url,
+            first_token_timeout_s=4.0,
+            answer_deadline_s=5.0,
+            fallbacks=(OpenAIEndpoint(base_url=second.url),),
+        )
+        out = await ask(llm)
+    assert out.apology == NO_LLM_APOLOGY
+    assert 5.0 <= out.elapsed_s < 5.6, out.elapsed_s  # 4 s on the first, 1 s left for the second
+    assert len(second.requests) == 1
+
+
+async def test_time_and_date_answered_locally_while_the_llm_is_down():
+    with server("500") as srv:
+        llm = make_llm(srv.url)
+        out = await ask(llm, "What time is it?")
+        merged = await ask(llm, "Tell me about the moon. What's the date today?")
+    assert out.text.startswith("It's") and out.apology is None
+    assert merged.text.startswith("Today is") and merged.apology is None
+    assert not srv.requests
+
+
+async def test_configured_apology_words_and_no_llm_at_all():
+    offline = NabuOpenAILLMService(
+        config=LLMConfig(provider="offline", apology="My helper is away. Ask me the time."),
+        locale=LocaleConfig(),
+        system_prompt="",
+    )
+    out = await ask(offline, "Tell me about the moon.")
+    assert out.apology == "My helper is away. Ask me the time." and not out.recorded_apology
+
+
+def test_retry_after_parsing():
+    class Response:
+        def __init__(self, headers):
+            self.headers = headers
+
+    class Error(Exception):
+        def __init__(self, headers):
+            self.response = Response(headers)
+
+    assert retry_after_s(Error({"retry-after": "2"})) == 2
+    assert retry_after_s(Error({"retry-after-ms": "1500"})) == 1.5
+    assert retry_after_s(Error({})) is None
+    date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 10))
+    assert 8 < retry_after_s(Error({"retry-after": date})) <= 10
