@@ -366,6 +366,38 @@ async def test_phone_vanishes_while_the_llm_hangs(config_for):
     )
 
 
+async def test_over_the_phone_an_apology_is_heard_but_never_stored(config_for):
+    script = Script(
+        reply=by_question, ttft_s=0.1, fault=lambda m: "500" if "dog" not in last_user(m) else None
+    )
+    with (
+        ScriptedLLMServer(script) as llm,
+        in_process(config_for(llm.url)) as srv,
+        captured_logs() as lines,
+    ):
+        async with PhoneClient(srv.ws()) as phone:
+            await phone.turn(pcm("goforward"))
+            apology_s = phone.bot_audio_starts[0] - phone.said_until[0]
+            after_apology = stored(phone.session)
+            await phone.turn(pcm("sb_spk1_snt1"))
+        await wait_sessions(srv, 0)
+    assert phone.bot_text().startswith("Sorry, I can't reach my assistant"), phone.bot_text()
+    assert "banana" in phone.bot_text()
+    assert [r for r, _ in after_apology] == ["user"], after_apology
+    rows = stored(phone.session)
+    assert [r for r, _ in rows] == ["user", "user", "assistant"], rows
+    assert "banana" in rows[2][1] and "sorry" not in " ".join(c.lower() for _, c in rows)
+    assert "forward" in str(llm.requests[-1].messages).lower()  # turn 1's question was kept
+    assert apology_s < BUDGET_S
+    assert sum("LLM failed" in line for line in lines) == 1, lines
+    row(
+        "LLM 500 over the phone (nabu serve)",
+        "the apology (RTVI bot-output too), then the next answer",
+        apology_s,
+        "yes: stored user, user, assistant; no apology",
+    )
+
+
 async def test_phone_floods_audio_faster_than_real_time(config_for):
     with (
         ScriptedLLMServer(Script(reply=by_question, ttft_s=0.1)) as llm,

