@@ -113,7 +113,7 @@ def run_paused(args, config: NabuConfig) -> dict:
     items = paused_suite(clips)
     designs = [
         ("nabu", build_nabu, config),
-        ("nabu_hold_1.6s", build_nabu, _with(config, turn={"pause_tolerance_s": 1.6})),
+        ("nabu_hold_1.2s", build_nabu, _with(config, turn={"pause_tolerance_s": 1.2})),
         ("pipecat_default", build_pipecat_default, config),
     ]
     progress = tqdm(total=len(items) * len(designs), desc="paused", unit="clip")

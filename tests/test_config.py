@@ -17,7 +17,7 @@ def write(tmp_path, text: str):
 
 def test_embedded_default_loads_and_is_frozen():
     config = load_config(env={})
-    assert config.stt.model == "tiny.en"
+    assert config.stt.model == "base"
     assert config.llm.model == "gpt-4o-mini"
     assert config.llm.max_tokens == 160
     assert config.tts.voice == "en_US-joe-medium"

@@ -7,6 +7,7 @@ from jiwer import wer
 from whisper_normalizer.english import EnglishTextNormalizer
 
 from nabu_pipeline.models import ModelError, choose_device, whisper_model_path
+from transports.audio_file import read_pcm16
 
 from .conftest import CLIPS, manifest, transcribe
 
@@ -76,3 +77,30 @@ def test_silence_gives_no_words(whisper_tiny, tmp_path):
     path = tmp_path / "silence.wav"
     sf.write(str(path), np.zeros(16000 * 2, dtype=np.int16), 16000)
     assert NORMALISE(transcribe(whisper_tiny, path)) in ("", "you")
+
+
+def test_cuda_that_cannot_run_falls_back_to_cpu_with_one_warning():
+    """As on a GPU machine with only CUDA 13 (ctranslate2 4.8 needs libcublas.so.12): on the
+    lent H200 the model loaded on CUDA and the first decode raised 'Library libcublas.so.12 is
+    not found'. Here CUDA is absent altogether; the same fallback must catch it."""
+    import ctranslate2
+    from loguru import logger
+
+    from nabu_pipeline import engines
+    from nabu_pipeline.config import STTConfig
+
+    if ctranslate2.get_cuda_device_count() > 0:
+        pytest.skip("a working GPU is present")
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m)), level="WARNING")
+    try:
+        loaded = engines.whisper(STTConfig(model="tiny.en", device="cuda", compute_type="float16"))
+    finally:
+        logger.remove(sink)
+    assert (loaded.device.device, loaded.device.compute_type) == ("cpu", "int8")
+    warnings = [line for line in lines if "CUDA unusable" in line]
+    assert len(warnings) == 1 and "nvidia-cublas-cu12" in warnings[0]
+    segments, _ = loaded.model.transcribe(
+        read_pcm16(CLIPS / "goforward.wav").astype("float32") / 32768, beam_size=1
+    )
+    assert "forward" in " ".join(s.text for s in segments).lower()
