@@ -11,6 +11,7 @@ silence.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import replace
 
 from loguru import logger
@@ -51,6 +52,17 @@ def regurgitated_vocabulary(text: str, vocabulary: tuple[str, ...]) -> bool:
     return from_prompt >= 2 and from_prompt / len(words) >= 0.6
 
 
+def looping(text: str) -> bool:
+    """The same four words three times or more: Whisper looping below its compression limit.
+
+    Seen on speech played backwards: "Here's not all your food, no food ... Here's not
+    all your food, no tea ... Here's not all your food" (compression ratio only 1.66).
+    """
+    words = normalise(text).split()
+    grams = Counter(tuple(words[i : i + 4]) for i in range(len(words) - 3))
+    return bool(grams) and grams.most_common(1)[0][1] >= 3
+
+
 def judge(
     text: str,
     evidence: TranscriptEvidence | None,
@@ -65,6 +77,8 @@ def judge(
         return "drop: phantom phrase"
     if regurgitated_vocabulary(text, vocabulary):
         return "drop: vocabulary prompt read back"
+    if looping(text):
+        return "drop: repetitive (decoder loop)"
     if evidence is None:
         return "ok"
     if evidence.rms_dbfs < SILENCE_DBFS:

@@ -133,3 +133,16 @@ def test_superseded_partials_are_dropped_before_the_llm():
     )
     unrelated = [{"role": "user", "content": "What time is it?"}, {"role": "user", "content": "Hi"}]
     assert drop_superseded(unrelated, {"Go somewhere."}) == unrelated
+
+
+def test_guard_drops_decoder_loops_below_the_compression_limit():
+    loop = (
+        "Here's not all your food, Nick. Your foot is not close, you'll see. Your foot is not "
+        "close, you'll see. Here's not all your food, no tea. Your foot is not close, you'll see."
+    )
+    assert judge(loop, _evidence(compression_ratio=1.66, avg_logprob=-0.56), GuardConfig()) == (
+        "drop: repetitive (decoder loop)"
+    )
+    assert (
+        judge("Go forward, go forward, go forward ten meters.", _evidence(), GuardConfig()) == "ok"
+    )
