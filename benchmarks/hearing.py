@@ -5,7 +5,7 @@
 - nospeech: noise, hum, music, breathing, clicks and backwards speech must put no words in
   front of the LLM (with and without the vocabulary prompt).
 - vocabulary: names, places and devices he uses, spoken by several voices and slowed down;
-  word error rate and term hits with and without `stt.vocabulary` as Whisper hotwords.
+  word error rate and term hits with and without `stt.vocabulary` (Whisper's initial prompt).
 """
 
 from __future__ import annotations

@@ -228,7 +228,7 @@ def _hearing_markdown(r: dict, plots: list[Path]) -> str:
     titles = {
         "paused": "Paused speech: does a sentence with pauses stay one turn?",
         "nospeech": "No speech: what reaches the LLM from noise, hum, music and backwards speech",
-        "vocabulary": "Warren's vocabulary as Whisper hotwords",
+        "vocabulary": "Warren's vocabulary as Whisper's initial prompt",
     }
     out = [f"# {titles[r['suite']]}", "", summary_table(r), ""]
     if r["suite"] == "paused":
