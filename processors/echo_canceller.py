@@ -27,6 +27,11 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 # Where the canceller leaves the unprocessed microphone audio for the STT.
 RAW_AUDIO_KEY = "nabu_raw_audio"
+# Played audio quieter than about -50 dBFS is not "Nabu speaking".
+FAR_ACTIVE_ENERGY = 100.0**2
+# Echo counts as present above -20 dB of coupling (mic energy / played energy).
+ECHO_COUPLING_MIN = 0.01
+MIN_COUPLING_FRAMES = 10
 # The reference never holds more than this: a stalled input must not let it drift.
 MAX_REFERENCE_S = 1.0
 
@@ -97,6 +102,8 @@ class EchoCanceller(FrameProcessor):
         self._aec = None
         self._rate = 0
         self._warned = False
+        # Echo coupling (mic energy / played energy) over the last ~2 s of Nabu speaking.
+        self._coupling: collections.deque[float] = collections.deque(maxlen=100)
 
     def _canceller(self, rate: int):
         if self._aec is None or rate != self._rate:
@@ -105,6 +112,25 @@ class EchoCanceller(FrameProcessor):
             self._aec = AEC3(sample_rate=rate, num_channels=1, stream_delay_ms=self._delay_hint_ms)
             self._rate = rate
         return self._aec
+
+    def _echo_present(self, near: np.ndarray, far: np.ndarray) -> bool:
+        """Whether Nabu's voice is coming back into the microphone right now.
+
+        AEC3 also suppresses Warren's voice while Nabu talks, even when nothing
+        echoes (a headset, or a phone whose own AEC already removed it): a "Stop."
+        then never reached VAD in one CI run. So the cancelled audio is used only
+        while the microphone measurably carries the played audio: the median ratio
+        of mic to played energy over Nabu's last ~2 s of speech (a median, so
+        Warren's own words do not count), or at the start of a reply before
+        there is a measurement.
+        """
+        far_energy = float(np.mean(far.astype(np.float32) ** 2))
+        if far_energy < FAR_ACTIVE_ENERGY:
+            return False
+        self._coupling.append(float(np.mean(near.astype(np.float32) ** 2)) / far_energy)
+        if len(self._coupling) < MIN_COUPLING_FRAMES:
+            return True
+        return float(np.median(self._coupling)) > ECHO_COUPLING_MIN
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
@@ -122,7 +148,8 @@ class EchoCanceller(FrameProcessor):
                 # ~0.6 ms per 100 ms of audio in C++ with the GIL released: fine inline.
                 clean = self._canceller(frame.sample_rate).process(near, far)
                 raw = frame.audio
-                frame = replace(frame, audio=clean.astype(np.int16).tobytes())
+                if self._echo_present(near, far):
+                    frame = replace(frame, audio=clean.astype(np.int16).tobytes())
                 # Whisper gets the microphone as it was: AEC3 also attenuates Warren's own
                 # voice while Nabu talks (a barged-in "Stop." came out as nothing), and the
                 # phone's AEC has already removed most echo. VAD, which decides barge-in,
