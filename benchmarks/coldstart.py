@@ -9,21 +9,15 @@ import sys
 
 
 async def _main(config_path: str | None) -> None:
-    from pipecat.transports.base_transport import TransportParams
     from pipecat.workers.runner import WorkerRunner
 
     from nabu_pipeline.config import load_config
     from nabu_pipeline.pipeline import build_session
-    from transports.wav_file import WavFileTransport
+    from transports.wav_file import WavFileTransport, wav_transport_params
 
     config = load_config(config_path)
     transport = WavFileTransport(
-        TransportParams(
-            audio_in_enabled=True,
-            audio_in_sample_rate=config.audio.in_sample_rate_hz,
-            audio_out_enabled=True,
-            audio_out_sample_rate=config.audio.out_sample_rate_hz,
-        )
+        wav_transport_params(config.audio.in_sample_rate_hz, config.audio.out_sample_rate_hz)
     )
     session = build_session(
         config, transport, worker_kwargs={"enable_rtvi": False, "idle_timeout_secs": None}

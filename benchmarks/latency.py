@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from loguru import logger
-from pipecat.transports.base_transport import BaseTransport, TransportParams
+from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
 from tqdm import tqdm
 
@@ -29,7 +29,7 @@ from nabu_pipeline.config import NabuConfig
 from nabu_pipeline.latency import STAGES
 from nabu_pipeline.pipeline import Session
 from nabu_pipeline.talk import STARTUP_TIMEOUT_S, feed_until_reply_done
-from transports.wav_file import WavFileTransport
+from transports.wav_file import WavFileTransport, wav_transport_params
 
 # Replies play 4x faster than real time in the benchmark: only their start is timed.
 OUTPUT_SPEED = 4.0
@@ -105,13 +105,7 @@ async def run_conversation(
 ) -> list[TurnMeasure]:
     """Feed clips one after another into one conversation of `design`."""
     transport = WavFileTransport(
-        TransportParams(
-            audio_in_enabled=True,
-            audio_in_sample_rate=config.audio.in_sample_rate_hz,
-            audio_out_enabled=True,
-            audio_out_sample_rate=config.audio.out_sample_rate_hz,
-            audio_out_end_silence_secs=0,
-        ),
+        wav_transport_params(config.audio.in_sample_rate_hz, config.audio.out_sample_rate_hz),
         speed=1.0,
         output_speed=OUTPUT_SPEED,
     )

@@ -9,14 +9,13 @@ from itertools import pairwise
 from pathlib import Path
 
 from loguru import logger
-from pipecat.transports.base_transport import TransportParams
 from pipecat.workers.runner import WorkerRunner
 
 from nabu_pipeline.config import NabuConfig
 from nabu_pipeline.latency import STAGES, ActivityState
 from nabu_pipeline.pipeline import build_session, describe_llm
 from transports.audio_file import read_pcm16, write_pcm16
-from transports.wav_file import EchoPath, WavFileTransport
+from transports.wav_file import EchoPath, WavFileTransport, wav_transport_params
 
 # After the last input, silence is fed until the reply ends, at most this long.
 MAX_TRAILING_SILENCE_S = 30.0
@@ -75,13 +74,7 @@ async def talk(
     clips = [read_pcm16(p, config.audio.in_sample_rate_hz) for p in inputs]
     out_rate = config.audio.out_sample_rate_hz
     transport = WavFileTransport(
-        TransportParams(
-            audio_in_enabled=True,
-            audio_in_sample_rate=config.audio.in_sample_rate_hz,
-            audio_out_enabled=True,
-            audio_out_sample_rate=out_rate,
-            audio_out_end_silence_secs=0,  # OUT.wav holds what Nabu said, not padding
-        ),
+        wav_transport_params(config.audio.in_sample_rate_hz, out_rate),
         speed=speed,
         echo=echo,
     )

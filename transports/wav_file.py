@@ -21,6 +21,17 @@ from pipecat.transports.base_transport import BaseTransport, TransportParams
 FRAME_S = 0.02
 
 
+def wav_transport_params(in_rate_hz: int, out_rate_hz: int) -> TransportParams:
+    """Audio in and out at the pipeline's rates; no end padding (the output is what Nabu said)."""
+    return TransportParams(
+        audio_in_enabled=True,
+        audio_in_sample_rate=in_rate_hz,
+        audio_out_enabled=True,
+        audio_out_sample_rate=out_rate_hz,
+        audio_out_end_silence_secs=0,
+    )
+
+
 class EchoPath:
     """A phone on speaker: what Nabu says comes back into the microphone, later and quieter.
 
