@@ -32,6 +32,9 @@ FAR_ACTIVE_ENERGY = 100.0**2
 # Echo counts as present above -20 dB of coupling (mic energy / played energy).
 ECHO_COUPLING_MIN = 0.01
 MIN_COUPLING_FRAMES = 10
+# Nabu's voice keeps arriving this long after it stopped playing: the echo path's own
+# delay (a phone on speaker over the network: 0.1-0.4 s) plus the room's reverberation.
+ECHO_TAIL_S = 0.6
 # The reference never holds more than this: a stalled input must not let it drift.
 MAX_REFERENCE_S = 1.0
 
@@ -104,6 +107,8 @@ class EchoCanceller(FrameProcessor):
         self._warned = False
         # Echo coupling (mic energy / played energy) over the last ~2 s of Nabu speaking.
         self._coupling: collections.deque[float] = collections.deque(maxlen=100)
+        # Microphone samples until Nabu's last played audio has surely died away.
+        self._tail_samples_left = 0
 
     def _canceller(self, rate: int):
         if self._aec is None or rate != self._rate:
@@ -113,7 +118,7 @@ class EchoCanceller(FrameProcessor):
             self._rate = rate
         return self._aec
 
-    def _echo_present(self, near: np.ndarray, far: np.ndarray) -> bool:
+    def _echo_present(self, near: np.ndarray, far: np.ndarray, rate: int) -> bool:
         """Whether Nabu's voice is coming back into the microphone right now.
 
         AEC3 also suppresses Warren's voice while Nabu talks, even when nothing
@@ -122,12 +127,18 @@ class EchoCanceller(FrameProcessor):
         while the microphone measurably carries the played audio: the median ratio
         of mic to played energy over Nabu's last ~2 s of speech (a median, so
         Warren's own words do not count), or at the start of a reply before
-        there is a measurement.
+        there is a measurement. "While" includes the echo's tail: the end of each
+        sentence comes back `ECHO_TAIL_S` after it was played, when the reference
+        is already silent (the raw tail once started a turn of its own).
         """
         far_energy = float(np.mean(far.astype(np.float32) ** 2))
-        if far_energy < FAR_ACTIVE_ENERGY:
+        if far_energy >= FAR_ACTIVE_ENERGY:
+            self._coupling.append(float(np.mean(near.astype(np.float32) ** 2)) / far_energy)
+            self._tail_samples_left = int(ECHO_TAIL_S * rate)
+        elif self._tail_samples_left > 0:
+            self._tail_samples_left -= len(near)
+        else:
             return False
-        self._coupling.append(float(np.mean(near.astype(np.float32) ** 2)) / far_energy)
         if len(self._coupling) < MIN_COUPLING_FRAMES:
             return True
         return float(np.median(self._coupling)) > ECHO_COUPLING_MIN
@@ -148,7 +159,7 @@ class EchoCanceller(FrameProcessor):
                 # ~0.6 ms per 100 ms of audio in C++ with the GIL released: fine inline.
                 clean = self._canceller(frame.sample_rate).process(near, far)
                 raw = frame.audio
-                if self._echo_present(near, far):
+                if self._echo_present(near, far, frame.sample_rate):
                     frame = replace(frame, audio=clean.astype(np.int16).tobytes())
                 # Whisper gets the microphone as it was: AEC3 also attenuates Warren's own
                 # voice while Nabu talks (a barged-in "Stop." came out as nothing), and the
