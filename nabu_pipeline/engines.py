@@ -29,9 +29,9 @@ class LoadedWhisper:
 
 
 def _load_whisper_model(path: str, device: Device, cpu_threads: int):
-    from faster_whisper import WhisperModel
+    from nabu_pipeline.whisper_model import LanguageScoringWhisperModel
 
-    return WhisperModel(
+    return LanguageScoringWhisperModel(
         path, device=device.device, compute_type=device.compute_type, cpu_threads=cpu_threads
     )
 

@@ -88,6 +88,9 @@ def judge(
     unsure = evidence.avg_logprob < config.avg_logprob_min
     if evidence.no_speech_prob > config.no_speech_prob_max and unsure:
         return "drop: probably not speech"
+    if evidence.language_prob is not None and evidence.language_prob < config.language_prob_min:
+        # Whisper doubts it is even his language: sound it could not make out.
+        return "doubtful"
     if unsure:
         return "doubtful"
     return "ok"

@@ -91,6 +91,9 @@ class TranscriptEvidence:
     """Loudness of that audio; near-silence that still produced words is a phantom."""
     stt_s: float
     """Time Whisper took."""
+    language_prob: float | None = None
+    """Whisper's probability that the audio is in the configured language (None: can't tell,
+    e.g. an English-only model). Unintelligible sound scores low even when decoded fluently."""
 
 
 class NabuWhisperSTTService(WhisperSTTService):
@@ -180,11 +183,14 @@ class NabuWhisperSTTService(WhisperSTTService):
                 # times (1-2 s here) only to invent more fluent words; the guard judges.
                 temperature=0.0,
             )
-            return list(segments)
+            segments = list(segments)
+            # Thread-local: read it in the thread that decoded.
+            scores = getattr(model, "language_probabilities", lambda: None)()
+            return segments, scores
 
         start = time.perf_counter()
         try:
-            segments = await asyncio.to_thread(transcribe)
+            segments, language_scores = await asyncio.to_thread(transcribe)
         except Exception as e:
             await self.stop_processing_metrics()
             logger.error(f"{self}: Whisper failed: {type(e).__name__}: {e}")
@@ -206,6 +212,11 @@ class NabuWhisperSTTService(WhisperSTTService):
                 audio_s=audio_s,
                 rms_dbfs=20 * np.log10(max(rms, 1e-9)),
                 stt_s=stt_s,
+                language_prob=(
+                    language_scores.get(str(language).split("-")[0], 0.0)
+                    if language_scores and language
+                    else None
+                ),
             )
         else:
             evidence = None
@@ -213,7 +224,12 @@ class NabuWhisperSTTService(WhisperSTTService):
             f"{self}: STT {stt_s:.2f}s for {audio_s:.1f}s audio: [{text}]"
             + (
                 f" (no_speech={evidence.no_speech_prob:.2f} logprob={evidence.avg_logprob:.2f} "
-                f"cr={evidence.compression_ratio:.2f})"
+                f"cr={evidence.compression_ratio:.2f}"
+                + (
+                    f" {language}={evidence.language_prob:.2f})"
+                    if evidence.language_prob is not None
+                    else ")"
+                )
                 if evidence
                 else ""
             )

@@ -87,6 +87,10 @@ def test_guard_verdicts():
     assert judge("la la la la la", _evidence(compression_ratio=3.1), g).startswith("drop")
     assert judge("mumble", _evidence(no_speech_prob=0.8, avg_logprob=-1.4), g).startswith("drop")
     assert judge("Turn of the kitten lie", _evidence(avg_logprob=-1.3), g) == "doubtful"
+    # Fluent words from sound Whisper doubts is English at all (speech played backwards).
+    assert judge("Here's not all your food.", _evidence(language_prob=0.25), g) == "doubtful"
+    assert judge("Turn on the kitchen light.", _evidence(language_prob=0.9), g) == "ok"
+    assert judge("Turn on the kitchen light.", _evidence(language_prob=None), g) == "ok"
 
 
 def test_history_window_keeps_last_turns():

@@ -48,6 +48,25 @@ def test_base_is_assembled_from_its_two_packages_and_transcribes(tmp_path, monke
     assert NORMALISE(text) == "at that high level the air is pure"
 
 
+@pytest.mark.slow
+def test_base_scores_whether_it_heard_english_at_no_extra_encoder_pass():
+    """Clear speech scores as English; the same speech played backwards does not."""
+    from nabu_pipeline import engines
+    from nabu_pipeline.config import STTConfig
+
+    model = engines.whisper(STTConfig(model="base")).model
+    scores = {}
+    for name in ("jfk.wav", "something.wav", "librivox_sas01_0930.wav"):
+        samples = read_pcm16(CLIPS / name).astype(np.float32) / 32768
+        for label, audio in (("clear", samples), ("reversed", samples[::-1].copy())):
+            segments, _ = model.transcribe(audio, language="en", beam_size=1, temperature=0.0)
+            assert list(segments)
+            scores[(name, label)] = model.language_probabilities()["en"]
+    clear = [v for (_, label), v in scores.items() if label == "clear"]
+    reversed_ = [v for (_, label), v in scores.items() if label == "reversed"]
+    assert min(clear) > 0.9 and max(reversed_) < 0.5, scores
+
+
 def test_unknown_model_is_a_clear_error_naming_the_fix(tmp_path):
     with pytest.raises(ModelError, match="does not download"):
         whisper_model_path("large-v3")
