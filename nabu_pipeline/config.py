@@ -98,6 +98,30 @@ class GuardConfig(_Frozen):
     fluent English with a respectable log-probability; base on the shipped clips gave
     English 0.78-1.00 for clear speech, 0.59-0.99 for the degraded copy, and under 0.5 for
     16 of 23 clips played backwards. Models that cannot tell (tiny.en) skip this check."""
+    confirm_logprob_min: float = Field(default=-1.0, le=0)
+    """Doubtful transcripts scoring at least this (and heard as his language) are read back,
+    "Did you say ...?", rather than dismissed; below it Nabu asks him to repeat."""
+    confirm_max_words: int = Field(default=14, ge=2)
+    """Longer doubtful transcripts are not read back (too long to follow); he is asked to
+    repeat instead."""
+    confirm_timeout_s: float = Field(default=30.0, gt=0)
+    """A yes or no later than this after the question no longer answers it."""
+    yes_phrases: tuple[str, ...] = (
+        "yes",
+        "yeah",
+        "yep",
+        "yes please",
+        "yes i did",
+        "that's right",
+        "right",
+        "correct",
+        "that's it",
+        "uh huh",
+        "sure",
+    )
+    """Whole utterances that confirm a read-back transcript."""
+    no_phrases: tuple[str, ...] = ("no", "nope", "no i didn't", "that's wrong", "wrong", "no no")
+    """Whole utterances that reject it: Nabu asks him to say it again."""
     compression_ratio_max: float = Field(default=2.4, gt=0)
     """Above this the decoder was looping (a hallucination)."""
     phantom_phrases: tuple[str, ...] = (

@@ -19,6 +19,7 @@ from pipecat.frames.frames import Frame, TranscriptionFrame, TTSSpeakFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from nabu_pipeline.config import GuardConfig
+from processors.confirmation import SAY_AGAIN, Confirmation
 from processors.consumed_transcript import consumed
 from processors.text_normalise import normalise
 from processors.whisper_stt import TranscriptEvidence
@@ -97,16 +98,29 @@ def judge(
 
 
 class TranscriptGuard(FrameProcessor):
-    """Drops invented transcripts and asks Warren to repeat doubtful ones."""
+    """Drops invented transcripts; reads back or asks Warren to repeat doubtful ones."""
 
     def __init__(self, config: GuardConfig, vocabulary: tuple[str, ...] = (), **kwargs):
         super().__init__(**kwargs)
         self._config = config
         self._vocabulary = vocabulary
+        self._confirmation = Confirmation(config)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
         if isinstance(frame, TranscriptionFrame) and frame.text.strip():
+            # An answer to "Did you say ...?" is judged as an answer, not as a sentence:
+            # a short "yes" is often a doubtful transcript on its own.
+            answer, confirmed = self._confirmation.answer(frame.text)
+            if answer == "yes":
+                logger.info(f"{self}: confirmed [{confirmed}]")
+                await self.push_frame(replace(frame, text=confirmed, result=None), direction)
+                return
+            if answer == "no":
+                logger.info(f"{self}: read-back rejected; asking to repeat")
+                await self.push_frame(consumed(frame), direction)
+                await self.push_frame(TTSSpeakFrame(SAY_AGAIN, append_to_context=False))
+                return
             text = strip_phantom_sentences(frame.text, self._config)
             verdict = judge(text, frame.result, self._config, self._vocabulary)
             if verdict == "ok":
@@ -115,9 +129,15 @@ class TranscriptGuard(FrameProcessor):
                     frame = replace(frame, text=text)
                 await self.push_frame(frame, direction)
             elif verdict == "doubtful":
-                logger.info(f"{self}: doubtful transcript [{frame.text}]: asking to repeat")
+                question = self._confirmation.offer(text, frame.result)
+                logger.info(
+                    f"{self}: doubtful transcript [{frame.text}]: "
+                    + ("reading it back" if question else "asking to repeat")
+                )
                 await self.push_frame(consumed(frame), direction)
-                await self.push_frame(TTSSpeakFrame(ASK_TO_REPEAT, append_to_context=False))
+                await self.push_frame(
+                    TTSSpeakFrame(question or ASK_TO_REPEAT, append_to_context=False)
+                )
             else:
                 logger.info(f"{self}: dropped [{frame.text}] ({verdict})")
                 # Close the user turn now rather than after its 5 s safety timeout.

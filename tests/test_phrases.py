@@ -150,3 +150,27 @@ def test_guard_drops_decoder_loops_below_the_compression_limit():
     assert (
         judge("Go forward, go forward, go forward ten meters.", _evidence(), GuardConfig()) == "ok"
     )
+
+
+def test_read_back_only_for_short_nearly_sure_transcripts_and_answers_expire():
+    from processors.confirmation import Confirmation
+
+    now = [0.0]
+    c = Confirmation(GuardConfig(), clock=lambda: now[0])
+    assert c.offer("Turn on the kitchen light.", _evidence(avg_logprob=-0.85)) == (
+        "Did you say: Turn on the kitchen light?"
+    )
+    assert c.answer("Yeah.") == ("yes", "Turn on the kitchen light")
+    assert c.answer("Yes.") == ("", None)  # nothing pending any more
+    assert c.offer("Turn on the light.", _evidence(avg_logprob=-1.4)) is None  # too unsure
+    assert (
+        c.offer("Here's not all your food.", _evidence(avg_logprob=-0.8, language_prob=0.2)) is None
+    )
+    assert c.offer(" ".join(["word"] * 20), _evidence(avg_logprob=-0.8)) is None
+    c.offer("Call my daughter.", _evidence(avg_logprob=-0.8))
+    assert c.answer("No.") == ("no", None)
+    c.offer("Call my daughter.", _evidence(avg_logprob=-0.8))
+    assert c.answer("What's the weather like?") == ("", None)  # a new sentence, not an answer
+    c.offer("Call my daughter.", _evidence(avg_logprob=-0.8))
+    now[0] = 60.0
+    assert c.answer("Yes.") == ("", None)  # too late to be an answer
