@@ -188,6 +188,7 @@ def run_nospeech(args, config: NabuConfig) -> dict:
                             "llm_requests": len(asked),
                             "words_to_llm": llm_words,
                             "nabu_spoke_s": m.spoken_s,
+                            "nabu_said": m.reply.strip(),
                         }
                     )
                 results["variants"][name] = {
@@ -195,6 +196,7 @@ def run_nospeech(args, config: NabuConfig) -> dict:
                     "llm_requests": sum(r["llm_requests"] for r in rows),
                     "raw_whisper_words": sum(len(r["whisper_raw"].split()) for r in rows),
                     "asked_to_repeat": sum(r["nabu_spoke_s"] > 0 for r in rows),
+                    "read_back": sum(r["nabu_said"].startswith("Did you say") for r in rows),
                     "rows": rows,
                 }
     finally:

@@ -72,13 +72,15 @@ def summary_table(results: dict) -> str:
         return "\n".join(lines)
     if suite == "nospeech":
         lines = [
-            "| variant | words to the LLM | LLM requests | raw Whisper words | asked to repeat |",
-            "|---|---|---|---|---|",
+            "| variant | words to the LLM | LLM requests | raw Whisper words | Nabu spoke "
+            "(asked to repeat or read back) | of which read back |",
+            "|---|---|---|---|---|---|",
         ]
         for name, v in results["variants"].items():
             lines.append(
                 f"| {name} | {v['words_to_llm']} | {v['llm_requests']} | "
-                f"{v['raw_whisper_words']} | {v['asked_to_repeat']}/{results['sounds']} |"
+                f"{v['raw_whisper_words']} | {v['asked_to_repeat']}/{results['sounds']} | "
+                f"{v.get('read_back', 0)} |"
             )
         return "\n".join(lines)
     if suite == "vocabulary":
@@ -260,13 +262,13 @@ def _hearing_markdown(r: dict, plots: list[Path]) -> str:
                 "",
                 f"## {name}",
                 "",
-                "| sound | raw Whisper | words to LLM | Nabu spoke (s) |",
-                "|---|---|---|---|",
+                "| sound | raw Whisper | words to LLM | Nabu said | Nabu spoke (s) |",
+                "|---|---|---|---|---|",
             ]
             for row in v["rows"]:
                 out.append(
                     f"| {row['sound']} | {row['whisper_raw'] or '–'} | {row['words_to_llm']} | "
-                    f"{row['nabu_spoke_s']:.1f} |"
+                    f"{row.get('nabu_said') or '–'} | {row['nabu_spoke_s']:.1f} |"
                 )
     else:
         for model, by in r["models"].items():
