@@ -6,6 +6,7 @@ text), so the figures are what Warren gets, not a model's best case.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
@@ -19,10 +20,16 @@ from nabu_pipeline.config import STTConfig
 from processors.whisper_stt import vocabulary_prompt
 
 _normalise = EnglishTextNormalizer()
+_DIGIT_GAP = re.compile(r"(?<=\d) (?=\d)")
 
 
 def normalise(text: str) -> str:
-    return _normalise(text)
+    """Whisper's English normaliser, with digit runs joined.
+
+    It turns the spoken "five five" into "55" but leaves Whisper's "5 5" as two
+    words: two errors for a right answer. Joining digits on both sides removes that.
+    """
+    return _DIGIT_GAP.sub("", _normalise(text))
 
 
 @dataclass
