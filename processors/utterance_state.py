@@ -28,12 +28,16 @@ class UtteranceState:
     """Transcripts of the open utterance, oldest first; each supersedes the previous."""
     superseded: set[str] = field(default_factory=set)
     """Partial transcripts a later, whole one replaced; not to be sent to the LLM."""
+    awaiting: int = 0
+    """Stretches of speech handed to Whisper whose transcript has not come back yet. On a
+    busy CPU Whisper can take longer than his pause; he is still continuing the utterance."""
 
     def start_speech(self) -> bool:
         """Warren started speaking; True when he is continuing the open utterance."""
-        continuing = not self.pause_expired and bool(self.transcripts)
+        continuing = not self.pause_expired and (bool(self.transcripts) or self.awaiting > 0)
         if not continuing:
             self.transcripts.clear()
+            self.awaiting = 0  # a stale count must not glue the next utterance to this one
         self.pause_expired = False
         return continuing
 

@@ -140,6 +140,8 @@ class NabuWhisperSTTService(WhisperSTTService):
             await super()._handle_user_stopped_speaking(frame)
             return
         utterance_audio = bytes(self._audio_buffer)
+        if self.is_usable:  # else the base class drops the segment untranscribed
+            self._utterance.awaiting += 1
         await super()._handle_user_stopped_speaking(frame)  # queues it, clears the buffer
         # The utterance stays open through the pause: if he carries on, all of it is
         # transcribed again as one.
@@ -160,6 +162,14 @@ class NabuWhisperSTTService(WhisperSTTService):
         self._model = self._shared_model
 
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
+        try:
+            async for frame in self._transcribe(audio):
+                yield frame
+        finally:
+            if self._utterance is not None:
+                self._utterance.awaiting = max(0, self._utterance.awaiting - 1)
+
+    async def _transcribe(self, audio: bytes) -> AsyncGenerator[Frame, None]:
         if not self._model:
             yield ErrorFrame("Whisper model not available")
             return

@@ -174,3 +174,18 @@ def test_read_back_only_for_short_nearly_sure_transcripts_and_answers_expire():
     c.offer("Call my daughter.", _evidence(avg_logprob=-0.8))
     now[0] = 60.0
     assert c.answer("Yes.") == ("", None)  # too late to be an answer
+
+
+def test_an_utterance_stays_open_while_its_first_words_are_still_being_transcribed():
+    """On a busy CPU Whisper can take longer than Warren's pause: he is still continuing."""
+    from processors.utterance_state import UtteranceState
+
+    u = UtteranceState()
+    assert u.start_speech() is False  # the first words of a new utterance
+    u.awaiting += 1  # his pause: the words so far go to Whisper
+    assert u.start_speech() is True  # he carries on before the transcript is back
+    u.awaiting -= 1
+    u.transcribed("Go forward")
+    assert u.start_speech() is True
+    u.pause_expired = True  # silence reached the release hold: the utterance is over
+    assert u.start_speech() is False and u.transcripts == [] and u.awaiting == 0
