@@ -9,8 +9,9 @@ English scored 0.78-1.00 on the clear clips and 0.59-0.99 on the degraded copy,
 but 0.04-0.49 on 16 of the 23 reversed ones. Asking faster-whisper to detect the
 language costs a second pass of the encoder (most of a decode on a CPU), so this
 subclass reads the language probabilities off the encoder output the decode
-computes anyway: one decoder step, a millisecond or two. Transcription still
-uses the configured language.
+computes anyway: one decoder step, measured at +0.03 s median per utterance with
+base on the 2-core CPU (0.56 -> 0.59 s, 5 %, 46 decodes interleaved). Transcription
+still uses the configured language.
 """
 
 from __future__ import annotations
