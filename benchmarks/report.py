@@ -205,7 +205,8 @@ def _accuracy_markdown(r: dict, plots: list[Path]) -> str:
     out = ["# Nabu accuracy benchmark", ""]
     out.append(
         f"{r['clips']} clips from `{r['manifest']}`. WER after Whisper's English normaliser "
-        "(numbers, punctuation, case), as a fraction of reference words; RTF = decoding time / "
+        '(numbers, punctuation, case; digit runs joined, so "five five" = "5 5"), as a '
+        "fraction of reference words; RTF = decoding time / "
         f"audio time on {r['machine']['cpu_count']} CPUs, decoding as Nabu does (beam 1). "
         f"Degraded copy: {r['degraded']}. These are clear read recordings made worse: proxies "
         "for slurred speech, not measurements of it."
