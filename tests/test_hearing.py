@@ -52,7 +52,7 @@ async def _read_back(tmp_path, config_for, synth, whisper_tiny, answer: str):
     from .conftest import CLIPS, transcribe
 
     reply = synth(answer, answer.strip(".").lower())
-    with ScriptedLLMServer(Script(reply="It is a fine idea.", ttft_s=0.1)) as server:
+    with ScriptedLLMServer(Script(reply="The front door is locked.", ttft_s=0.1)) as server:
         result = await talk(
             config_for(server.url, guard=READ_BACK),
             [CLIPS / "something.wav", reply],
@@ -67,7 +67,7 @@ async def test_doubtful_words_are_read_back_and_yes_sends_them(
     server, result, heard = await _read_back(tmp_path, config_for, synth, whisper_tiny, "Yes.")
     assert "did you say" in heard and "something" in heard, heard
     assert server.user_texts() == ["Go somewhere and do something"], server.user_texts()
-    assert "fine idea" in heard, heard
+    assert "front door" in heard, heard
     users = [m["content"] for m in result.history if m.get("role") == "user"]
     assert users == ["Go somewhere and do something"], result.history
 
