@@ -239,7 +239,11 @@ def build_session(
             else {}
         ),
         "stt": stt,
-        "guard": TranscriptGuard(config.guard, vocabulary=config.stt.vocabulary),
+        "guard": TranscriptGuard(
+            config.guard,
+            vocabulary=config.stt.vocabulary,
+            commands=config.conversation.stop_phrases,
+        ),
         "stop_phrases": StopPhraseFilter(conv.stop_phrases, conv.stop_acknowledgement),
         "repeat": RepeatRequestHandler(
             context,

@@ -189,3 +189,24 @@ def test_an_utterance_stays_open_while_its_first_words_are_still_being_transcrib
     assert u.start_speech() is True
     u.pause_expired = True  # silence reached the release hold: the utterance is over
     assert u.start_speech() is False and u.transcripts == [] and u.awaiting == 0
+
+
+async def test_a_doubtful_stop_still_stops():
+    """Whisper is rarely sure of a lone "Stop"; the guard lets a doubtful command through."""
+    from pipecat.frames.frames import TranscriptionFrame, TTSSpeakFrame
+    from pipecat.tests.utils import run_test
+
+    from processors.transcript_guard import TranscriptGuard
+
+    guard = TranscriptGuard(GuardConfig(), commands=("stop", "never mind"))
+    unsure = _evidence(avg_logprob=-0.81)
+    frames = [
+        TranscriptionFrame("Stop.", "", "", result=unsure),
+        TranscriptionFrame("Turn the kitchen light on.", "", "", result=unsure),
+    ]
+    down, _ = await run_test(guard, frames_to_send=frames, expected_down_frames=None)
+    texts = [f.text for f in down if isinstance(f, TranscriptionFrame)]
+    spoken = [f.text for f in down if isinstance(f, TTSSpeakFrame)]
+    assert texts[0] == "Stop."  # passed on to the stop-phrase filter
+    assert texts[1] == " "  # the doubtful sentence is not sent on...
+    assert spoken and spoken[0].startswith("Did you say")  # ...it is read back
