@@ -119,7 +119,7 @@ class GuardConfig(_Frozen):
         "uh huh",
         "sure",
     )
-    """Whole utterances that confirm a read-back transcript."""
+    """Whole utterances (templates, as for stop phrases) that confirm a read-back transcript."""
     no_phrases: tuple[str, ...] = ("no", "nope", "no i didn't", "that's wrong", "wrong", "no no")
     """Whole utterances that reject it: Nabu asks him to say it again."""
     compression_ratio_max: float = Field(default=2.4, gt=0)
@@ -282,7 +282,8 @@ class ConversationConfig(_Frozen):
         "enough",
         "hush",
     )
-    """A whole utterance equal to one of these (normalised) stops Nabu."""
+    """Whole utterances that stop Nabu. Each is a sentence template (`[optional]`, `(a|b)`);
+    fillers, "please", Nabu's name, punctuation and a repeated word around it don't matter."""
     stop_acknowledgement: str = "Okay."
     """What Nabu says after a stop phrase; empty to stay silent."""
     repeat_phrases: tuple[str, ...] = (

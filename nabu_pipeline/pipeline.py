@@ -49,6 +49,7 @@ from nabu_pipeline.prompts import system_prompt
 from processors.echo_canceller import EchoCanceller, EchoReference, EchoReferenceTap
 from processors.history_window import HistoryWindow
 from processors.openai_llm import NabuOpenAILLMService
+from processors.phrases import LOCAL_QUESTIONS, Command, PhraseMatcher
 from processors.repeat_requests import RepeatRequestHandler
 from processors.speech_release_gate import SpeechReleaseGate
 from processors.speech_text import shape_for_speech
@@ -156,11 +157,27 @@ def build_tts(config: NabuConfig) -> TTSService:
     )
 
 
-def build_llm(config: NabuConfig) -> LLMService:
+def build_matcher(config: NabuConfig) -> PhraseMatcher:
+    """Every spoken command of this config, in the one matcher all stages share."""
+    conv, guard = config.conversation, config.guard
+    return PhraseMatcher(
+        {
+            Command.STOP: conv.stop_phrases,
+            Command.REPEAT: conv.repeat_phrases,
+            Command.SLOWER: conv.slower_phrases,
+            Command.YES: guard.yes_phrases,
+            Command.NO: guard.no_phrases,
+            **LOCAL_QUESTIONS,
+        }
+    )
+
+
+def build_llm(config: NabuConfig, matcher: PhraseMatcher | None = None) -> LLMService:
     return NabuOpenAILLMService(
         config=config.llm,
         locale=config.locale,
         system_prompt=config.llm.system_prompt or system_prompt(config.locale),
+        matcher=matcher or build_matcher(config),
     )
 
 
@@ -223,7 +240,8 @@ def build_session(
     # Shared by STT, release gate and history window: one sentence across Warren's pauses.
     utterance = UtteranceState() if config.turn.pause_tolerance_s > 0 else None
     stt = build_stt(config, utterance=utterance)
-    llm = build_llm(config)
+    matcher = build_matcher(config)
+    llm = build_llm(config, matcher)
     tts = build_tts(config)
     conv = config.conversation
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
@@ -239,16 +257,11 @@ def build_session(
             else {}
         ),
         "stt": stt,
-        "guard": TranscriptGuard(
-            config.guard,
-            vocabulary=config.stt.vocabulary,
-            commands=config.conversation.stop_phrases,
-        ),
-        "stop_phrases": StopPhraseFilter(conv.stop_phrases, conv.stop_acknowledgement),
+        "guard": TranscriptGuard(config.guard, matcher, vocabulary=config.stt.vocabulary),
+        "stop_phrases": StopPhraseFilter(matcher, conv.stop_acknowledgement),
         "repeat": RepeatRequestHandler(
             context,
-            repeat_phrases=conv.repeat_phrases,
-            slower_phrases=conv.slower_phrases,
+            matcher,
             length_scale=config.tts.length_scale,
             slower_step=config.tts.slower_step,
             length_scale_max=config.tts.length_scale_max,

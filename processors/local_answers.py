@@ -2,7 +2,7 @@
 
 They keep Nabu useful when no LLM is configured or reachable, and they are
 instant and exact (an LLM does not know the time). Matching is deliberately
-narrow: only utterances that are clearly one of these questions.
+narrow: only whole utterances that are one of these questions (`phrases.py`).
 """
 
 from __future__ import annotations
@@ -11,23 +11,7 @@ import re
 from datetime import datetime
 
 from nabu_pipeline.config import NO_LLM_APOLOGY, LocaleConfig
-from processors.text_normalise import normalise
-
-_TIME = re.compile(
-    r"^(?:(?:hey |ok |okay )?nabu )?(?:what(?:'s| is) the time|what time is it|"
-    r"(?:can|could) you tell me (?:what )?the time|do you (?:know|have) the time|"
-    r"tell me the time|what time(?: is it)? now|time please|the time)(?: now| please| nabu)*$"
-)
-_DATE = re.compile(
-    r"^(?:(?:hey |ok |okay )?nabu )?(?:what(?:'s| is) (?:the date|today's date|the day|today)|"
-    r"what day is (?:it|today)|what(?:'s| is) the date today|which day is it|"
-    r"(?:can|could) you tell me (?:what )?(?:the date|what day it is)|tell me the date|"
-    r"what date is it)(?: today)?(?: please| nabu)*$"
-)
-_HELP = re.compile(
-    r"^(?:(?:hey |ok |okay )?nabu )?(?:what can you do|what do you do|help|help me|"
-    r"how can you help(?: me)?|what are you|who are you)(?: please| nabu)*$"
-)
+from processors.phrases import LOCAL_QUESTIONS, Command, PhraseMatcher
 
 CAPABILITIES = (
     "I'm Nabu. You can ask me questions, ask for help with everyday things, "
@@ -68,24 +52,27 @@ def date_answer(locale: LocaleConfig, now: datetime | None = None) -> str:
     return f"Today is {now:%A}, {now:%B} {_ordinal_day(now.day)}, {now.year}."
 
 
-def local_answer(text: str, locale: LocaleConfig, *, llm_available: bool) -> str | None:
+def local_answer(
+    text: str, locale: LocaleConfig, matcher: PhraseMatcher, *, llm_available: bool
+) -> str | None:
     """The answer Nabu can give itself, or None when the LLM should answer.
 
     Time and date are always answered locally. "What can you do" is answered
     locally only without an LLM (with one, the LLM can say more); anything
     else without an LLM gets the apology (NO_LLM).
 
-    The question may end a longer user message: a turn that got no answer (the
-    LLM failed) is merged with the next one before the LLM sees it, so "Tell me
-    about the moon. What time is it?" is answered with the time.
+    The question may end a longer user message (two sentences in one turn), so
+    "Tell me about the moon. What time is it?" is answered with the time.
     """
     sentences = [s for s in _SENTENCE_END.split(text.strip()) if s.strip()]
+    asked = (Command.TIME, Command.DATE) if llm_available else LOCAL_QUESTIONS
     for candidate in dict.fromkeys([text, *sentences[-1:]]):
-        norm = normalise(candidate)
-        if _TIME.match(norm):
+        match = matcher.match(candidate, only=asked)
+        if match is None:
+            continue
+        if match.command == Command.TIME:
             return time_answer(locale)
-        if _DATE.match(norm):
+        if match.command == Command.DATE:
             return date_answer(locale)
-        if not llm_available and _HELP.match(norm):
-            return CAPABILITIES
+        return CAPABILITIES
     return None if llm_available else NO_LLM

@@ -66,6 +66,7 @@ from pipecat.services.openai.llm import OpenAILLMService
 
 from nabu_pipeline.config import LLMConfig, LocaleConfig, OpenAIEndpoint
 from processors.local_answers import NO_LLM, local_answer
+from processors.phrases import PhraseMatcher
 
 # The openai client's own retries are off: Nabu's policy (above) is the only one.
 CLIENT_MAX_RETRIES = 0
@@ -234,8 +235,17 @@ class _GuardedStream:
 class NabuOpenAILLMService(OpenAILLMService):
     """OpenAILLMService that always says something, and records only real answers."""
 
-    def __init__(self, *, config: LLMConfig, locale: LocaleConfig, system_prompt: str, **kwargs):
+    def __init__(
+        self,
+        *,
+        config: LLMConfig,
+        locale: LocaleConfig,
+        system_prompt: str,
+        matcher: PhraseMatcher,
+        **kwargs,
+    ):
         self._config = config
+        self._matcher = matcher
         self._available = config.is_configured
         self._locale = locale
         self._spoke = False
@@ -305,7 +315,7 @@ class NabuOpenAILLMService(OpenAILLMService):
     async def _process_context(self, context: LLMContext):
         self._spoke = False
         question = last_user_text(context)
-        answer = local_answer(question, self._locale, llm_available=self._available)
+        answer = local_answer(question, self._locale, self._matcher, llm_available=self._available)
         if answer == NO_LLM:
             logger.info(f"{self}: no LLM configured; apologising for [{question[:80]}]")
             self._apology = self._config.apology

@@ -14,8 +14,8 @@ from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from processors.consumed_transcript import consumed
+from processors.phrases import Command, PhraseMatcher
 from processors.piper_tts import NabuPiperTTSService
-from processors.text_normalise import matches_phrase, normalise
 
 
 def last_assistant_text(context: LLMContext) -> str:
@@ -35,9 +35,8 @@ class RepeatRequestHandler(FrameProcessor):
     def __init__(
         self,
         context: LLMContext,
+        matcher: PhraseMatcher,
         *,
-        repeat_phrases: tuple[str, ...],
-        slower_phrases: tuple[str, ...],
         length_scale: float,
         slower_step: float,
         length_scale_max: float,
@@ -46,8 +45,7 @@ class RepeatRequestHandler(FrameProcessor):
     ):
         super().__init__(**kwargs)
         self._context = context
-        self._repeat = frozenset(normalise(p) for p in repeat_phrases)
-        self._slower = frozenset(normalise(p) for p in slower_phrases)
+        self._matcher = matcher
         self._length_scale = length_scale
         self._step = slower_step
         self._max = length_scale_max
@@ -56,10 +54,10 @@ class RepeatRequestHandler(FrameProcessor):
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
         if isinstance(frame, TranscriptionFrame):
-            slower = matches_phrase(frame.text, self._slower)
-            if slower or matches_phrase(frame.text, self._repeat):
+            match = self._matcher.match(frame.text, only=(Command.REPEAT, Command.SLOWER))
+            if match is not None:
                 await self.push_frame(consumed(frame), direction)
-                await self._repeat_last(slower)
+                await self._repeat_last(match.command == Command.SLOWER)
                 return
         await self.push_frame(frame, direction)
 

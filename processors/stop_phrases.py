@@ -1,8 +1,9 @@
 """Stop phrases: "stop", "never mind", "be quiet" end what Nabu is doing.
 
 The phrase must be the whole utterance ("how do I stop the heater" is a
-question), never reaches the LLM or the history, interrupts speech and any
-LLM generation in flight, and Nabu says at most a short acknowledgement.
+question; `phrases.py` decides), never reaches the LLM or the history,
+interrupts speech and any LLM generation in flight, and Nabu says at most a
+short acknowledgement.
 """
 
 from __future__ import annotations
@@ -12,19 +13,19 @@ from pipecat.frames.frames import Frame, TranscriptionFrame, TTSSpeakFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from processors.consumed_transcript import consumed
-from processors.text_normalise import matches_phrase, normalise
+from processors.phrases import Command, PhraseMatcher
 
 
 class StopPhraseFilter(FrameProcessor):
     """Turns a whole-utterance stop phrase into an interruption."""
 
-    def __init__(self, phrases: tuple[str, ...], acknowledgement: str = "Okay.", **kwargs):
+    def __init__(self, matcher: PhraseMatcher, acknowledgement: str = "Okay.", **kwargs):
         super().__init__(**kwargs)
-        self._phrases = frozenset(normalise(p) for p in phrases)
+        self._matcher = matcher
         self._ack = acknowledgement.strip()
 
     def is_stop_phrase(self, text: str) -> bool:
-        return matches_phrase(text, self._phrases)
+        return self._matcher.is_command(text, Command.STOP)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Literal
 
 from loguru import logger
 from pipecat.frames.frames import Frame, TranscriptionFrame, TTSSpeakFrame
@@ -21,6 +22,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from nabu_pipeline.config import GuardConfig
 from processors.confirmation import SAY_AGAIN, Confirmation
 from processors.consumed_transcript import consumed
+from processors.phrases import PhraseMatcher
 from processors.text_normalise import normalise
 from processors.whisper_stt import TranscriptEvidence
 
@@ -33,10 +35,14 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _PROMPT_WORDS = frozenset(normalise("Names and things Warren mentions").split())
 
 
+def is_phantom(text: str, config: GuardConfig) -> bool:
+    """A whole sentence Whisper invents from noise ("Thanks for watching.", a lone "you")."""
+    return normalise(text) in {normalise(p) for p in config.phantom_phrases}
+
+
 def strip_phantom_sentences(text: str, config: GuardConfig) -> str:
     """Remove whole sentences Whisper invents ("What joy there is. Thanks for watching.")."""
-    phantoms = frozenset(normalise(p) for p in config.phantom_phrases)
-    kept = [s for s in _SENTENCE.split(text.strip()) if normalise(s) not in phantoms]
+    kept = [s for s in _SENTENCE.split(text.strip()) if not is_phantom(s, config)]
     return " ".join(kept).strip()
 
 
@@ -64,37 +70,72 @@ def looping(text: str) -> bool:
     return bool(grams) and grams.most_common(1)[0][1] >= 3
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What the guard made of a transcript, and why (the reason is logged)."""
+
+    action: Literal["ok", "doubtful", "drop"]
+    reason: str = ""
+    read_back: bool = False
+    """Doubtful but nearly sure, heard as his language and short enough to follow:
+    "Did you say ...?" rather than a request to repeat."""
+
+    def __str__(self) -> str:
+        return f"{self.action}: {self.reason}" if self.reason else self.action
+
+
+OK = Verdict("ok")
+
+
 def judge(
     text: str,
     evidence: TranscriptEvidence | None,
     config: GuardConfig,
     vocabulary: tuple[str, ...] = (),
-) -> str:
-    """Return "ok", "doubtful" or a reason to drop the transcript."""
+    matcher: PhraseMatcher | None = None,
+) -> Verdict:
+    """Whether a transcript goes on to the LLM, is doubtful, or is dropped."""
     norm = normalise(text)
     if not norm or not any(c.isalnum() for c in norm):
-        return "drop: empty"
-    if norm in config.phantom_phrases:
-        return "drop: phantom phrase"
+        return Verdict("drop", "empty")
+    if matcher is not None:
+        command = matcher.match(text)
+        if command is not None and command.trusted:
+            # Recognised before any doubt: a lone "Stop" is short and Whisper is rarely sure
+            # of it (-0.81 in one CI run), and asking "could you say it again?" while Nabu
+            # talks on is the worst answer; a whole-utterance match is evidence enough.
+            return Verdict("ok", f"command {command.command}")
+    if is_phantom(text, config):
+        return Verdict("drop", "phantom phrase")
     if regurgitated_vocabulary(text, vocabulary):
-        return "drop: vocabulary prompt read back"
+        return Verdict("drop", "vocabulary prompt read back")
     if looping(text):
-        return "drop: repetitive (decoder loop)"
+        return Verdict("drop", "repetitive (decoder loop)")
     if evidence is None:
-        return "ok"
+        return OK
     if evidence.rms_dbfs < SILENCE_DBFS:
-        return "drop: near-silent audio"
+        return Verdict("drop", "near-silent audio")
     if evidence.compression_ratio > config.compression_ratio_max:
-        return "drop: repetitive (decoder loop)"
+        return Verdict("drop", "repetitive (decoder loop)")
     unsure = evidence.avg_logprob < config.avg_logprob_min
     if evidence.no_speech_prob > config.no_speech_prob_max and unsure:
-        return "drop: probably not speech"
-    if evidence.language_prob is not None and evidence.language_prob < config.language_prob_min:
-        # Whisper doubts it is even his language: sound it could not make out.
-        return "doubtful"
+        return Verdict("drop", "probably not speech")
+    foreign = (
+        evidence.language_prob is not None and evidence.language_prob < config.language_prob_min
+    )
+    if foreign:
+        # Whisper doubts it is even his language: sound it could not make out. Reading
+        # fluent nonsense back helps no one.
+        return Verdict("doubtful", f"language probability {evidence.language_prob:.2f}")
     if unsure:
-        return "doubtful"
-    return "ok"
+        nearly_sure = evidence.avg_logprob >= config.confirm_logprob_min
+        short = 2 <= len(norm.split()) <= config.confirm_max_words
+        return Verdict(
+            "doubtful",
+            f"log-probability {evidence.avg_logprob:.2f}",
+            read_back=nearly_sure and short,
+        )
+    return OK
 
 
 class TranscriptGuard(FrameProcessor):
@@ -103,56 +144,53 @@ class TranscriptGuard(FrameProcessor):
     def __init__(
         self,
         config: GuardConfig,
+        matcher: PhraseMatcher,
         vocabulary: tuple[str, ...] = (),
-        commands: tuple[str, ...] = (),
         **kwargs,
     ):
         super().__init__(**kwargs)
         self._config = config
         self._vocabulary = vocabulary
-        # A lone "Stop" is short and Whisper is rarely sure of it (-0.81 in one CI run),
-        # but asking "could you say it again?" while Nabu talks on is the worst answer;
-        # stopping by mistake costs little. Doubtful commands pass.
-        self._commands = frozenset(normalise(c) for c in commands)
-        self._confirmation = Confirmation(config)
+        self._matcher = matcher
+        self._confirmation = Confirmation(matcher, config.confirm_timeout_s)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
         if isinstance(frame, TranscriptionFrame) and frame.text.strip():
-            # An answer to "Did you say ...?" is judged as an answer, not as a sentence:
-            # a short "yes" is often a doubtful transcript on its own.
-            answer, confirmed = self._confirmation.answer(frame.text)
-            if answer == "yes":
-                logger.info(f"{self}: confirmed [{confirmed}]")
-                await self.push_frame(replace(frame, text=confirmed, result=None), direction)
-                return
-            if answer == "no":
-                logger.info(f"{self}: read-back rejected; asking to repeat")
-                await self.push_frame(consumed(frame), direction)
-                await self.push_frame(TTSSpeakFrame(SAY_AGAIN, append_to_context=False))
-                return
-            text = strip_phantom_sentences(frame.text, self._config)
-            verdict = judge(text, frame.result, self._config, self._vocabulary)
-            if verdict == "doubtful" and normalise(text) in self._commands:
-                verdict = "ok"
-            if verdict == "ok":
-                if text != frame.text.strip():
-                    logger.info(f"{self}: removed phantom words from [{frame.text}]")
-                    frame = replace(frame, text=text)
-                await self.push_frame(frame, direction)
-            elif verdict == "doubtful":
-                question = self._confirmation.offer(text, frame.result)
-                logger.info(
-                    f"{self}: doubtful transcript [{frame.text}]: "
-                    + ("reading it back" if question else "asking to repeat")
-                )
-                await self.push_frame(consumed(frame), direction)
-                await self.push_frame(
-                    TTSSpeakFrame(question or ASK_TO_REPEAT, append_to_context=False)
-                )
-            else:
-                logger.info(f"{self}: dropped [{frame.text}] ({verdict})")
-                # Close the user turn now rather than after its 5 s safety timeout.
-                await self.push_frame(consumed(frame), direction)
+            await self._judge(frame, direction)
             return
         await self.push_frame(frame, direction)
+
+    async def _judge(self, frame: TranscriptionFrame, direction: FrameDirection):
+        # An answer to "Did you say ...?" is judged as an answer, not as a sentence:
+        # a short "yes" is often a doubtful transcript on its own.
+        answer, confirmed = self._confirmation.answer(frame.text)
+        if answer == "yes":
+            logger.info(f"{self}: confirmed [{confirmed}]")
+            await self.push_frame(replace(frame, text=confirmed, result=None), direction)
+            return
+        if answer == "no":
+            logger.info(f"{self}: read-back rejected; asking to repeat")
+            await self.push_frame(consumed(frame), direction)
+            await self.push_frame(TTSSpeakFrame(SAY_AGAIN, append_to_context=False))
+            return
+        text = strip_phantom_sentences(frame.text, self._config)
+        verdict = judge(text, frame.result, self._config, self._vocabulary, self._matcher)
+        if verdict.action == "ok":
+            if text != frame.text.strip():
+                logger.info(f"{self}: removed phantom words from [{frame.text}]")
+                frame = replace(frame, text=text)
+            await self.push_frame(frame, direction)
+            return
+        await self.push_frame(consumed(frame), direction)
+        if verdict.action == "doubtful":
+            question = self._confirmation.offer(text) if verdict.read_back else ASK_TO_REPEAT
+            logger.info(
+                f"{self}: doubtful transcript [{frame.text}] ({verdict.reason}): "
+                + ("reading it back" if verdict.read_back else "asking to repeat")
+            )
+            await self.push_frame(TTSSpeakFrame(question, append_to_context=False))
+        else:
+            # Consumed rather than swallowed: the user turn closes now, not after its 5 s
+            # safety timeout.
+            logger.info(f"{self}: dropped [{frame.text}] ({verdict.reason})")

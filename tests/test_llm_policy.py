@@ -23,13 +23,15 @@ from pipecat.frames.frames import (
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.tests.utils import run_test
 
-from nabu_pipeline.config import NO_LLM_APOLOGY, LLMConfig, LocaleConfig, OpenAIEndpoint
+from nabu_pipeline.config import NO_LLM_APOLOGY, LLMConfig, LocaleConfig, NabuConfig, OpenAIEndpoint
+from nabu_pipeline.pipeline import build_matcher
 from nabu_pipeline.scripted_llm import Script, ScriptedLLMServer, refused_url
 from processors.openai_llm import NabuOpenAILLMService, retry_after_s
 
 REPLY = "The front door is locked. The porch light is on. Mary called this morning."
 SECRET = "sk-test-DO-NOT-LOG-0123456789"
 BROKEN_OFF = LLMConfig().broken_off_apology
+MATCHER = build_matcher(NabuConfig())
 
 
 @contextmanager
@@ -48,7 +50,9 @@ def server(fault=None, **kw) -> ScriptedLLMServer:
 
 def make_llm(base_url: str, **llm) -> NabuOpenAILLMService:
     config = LLMConfig(base_url=base_url, api_key=SECRET, **llm)
-    return NabuOpenAILLMService(config=config, locale=LocaleConfig(), system_prompt="Be brief.")
+    return NabuOpenAILLMService(
+        config=config, locale=LocaleConfig(), system_prompt="Be brief.", matcher=MATCHER
+    )
 
 
 class Outcome:
@@ -218,6 +222,7 @@ async def test_configured_apology_words_and_no_llm_at_all():
         config=LLMConfig(provider="offline", apology="My helper is away. Ask me the time."),
         locale=LocaleConfig(),
         system_prompt="",
+        matcher=MATCHER,
     )
     out = await ask(offline, "Tell me about the moon.")
     assert out.apology == "My helper is away. Ask me the time." and not out.recorded_apology
@@ -271,7 +276,9 @@ def test_a_fallback_alone_is_enough_to_answer():
     with server() as good:
         config = LLMConfig(fallbacks=(OpenAIEndpoint(base_url=good.url, model="local"),))
         assert config.is_configured  # the cloud main endpoint has no key
-        llm = NabuOpenAILLMService(config=config, locale=LocaleConfig(), system_prompt="")
+        llm = NabuOpenAILLMService(
+            config=config, locale=LocaleConfig(), system_prompt="", matcher=MATCHER
+        )
         assert llm.available
 
 
