@@ -38,6 +38,8 @@ class TalkResult:
     """Wall-clock time of every chunk of Nabu's speech sent out."""
     burst_s: list[float] = field(default_factory=list)
     """Length of each stretch of Nabu's speech, in order."""
+    reply_start_s: list[float] = field(default_factory=list)
+    """Where in `output` what Nabu said after each input begins (its replies back to back)."""
     history: list[dict] = field(default_factory=list)
     """The conversation context at the end (what the LLM would see next)."""
 
@@ -94,6 +96,7 @@ async def talk(
         for path, clip in zip(inputs, clips, strict=True):
             logger.info(f"Speaking {path.name} ({len(clip) / config.audio.in_sample_rate_hz:.1f}s)")
             bot_stops_before = state.bot_stops
+            result.reply_start_s.append(len(transport.output().audio) / 2 / out_rate)
             result.input_start_times.append(time.time())
             await transport.input().feed(clip)
             result.input_end_times.append(time.time())

@@ -91,7 +91,7 @@ async def test_429_once_is_retried_after_retry_after():
     assert out.text == REPLY and out.apology is None
     assert srv.faults_seen == ["429-once", None]
     gap = srv.requests[1].at - srv.requests[0].at
-    assert 0.6 <= gap < 1.2, gap  # Retry-After honoured, not the 0.25 s backoff
+    assert gap >= 0.6, gap  # Retry-After honoured, not the 0.25 s backoff
     assert len(lines) == 1 and "recovered" in lines[0] and "HTTP 429" in lines[0], lines
 
 
@@ -102,8 +102,7 @@ async def test_500_retried_with_backoff_then_apology():
     assert not out.recorded_apology and out.apology_after_end
     assert len(srv.requests) == 2  # retry_attempts=2, and no hidden client retries
     gap = srv.requests[1].at - srv.requests[0].at
-    assert 0.125 <= gap < 0.6, gap  # 0.25 s backoff with equal jitter
-    assert out.elapsed_s < 2
+    assert gap >= 0.125, gap  # 0.25 s backoff with equal jitter (its range: test_backoff_...)
     assert len(lines) == 1 and "HTTP 500" in lines[0] and "apologising" in lines[0], lines
     assert SECRET not in " ".join(lines) and "Traceback" not in " ".join(lines)
 
@@ -114,8 +113,10 @@ async def test_429_always_with_long_retry_after_apologises_at_once_and_rests_the
         first = await ask(llm)
         context = LLMContext([{"role": "user", "content": "Tell me about kettles."}])
         second = await ask(llm, "And about teapots?", context)
-    assert first.apology == NO_LLM_APOLOGY and first.elapsed_s < 1
-    assert second.apology == NO_LLM_APOLOGY and second.elapsed_s < 1
+    # Limits in these tests are only far below what the fault would cost (here 30 s): how
+    # quick Nabu is belongs to `nabu bench`, and a busy CI machine must not fail them.
+    assert first.apology == NO_LLM_APOLOGY and first.elapsed_s < 10
+    assert second.apology == NO_LLM_APOLOGY and second.elapsed_s < 10
     # One request: a 30 s Retry-After is not waited for, and not ignored on the next turn.
     assert len(srv.requests) == 1
 
@@ -124,7 +125,7 @@ async def test_hang_hits_the_first_token_timeout():
     with server("hang") as srv, captured_logs() as lines:
         out = await ask(make_llm(srv.url, first_token_timeout_s=1.0))
     assert out.apology == NO_LLM_APOLOGY
-    assert 1.0 <= out.elapsed_s < 1.6, out.elapsed_s
+    assert 1.0 <= out.elapsed_s < 10, out.elapsed_s  # not the 20 s request timeout
     assert len(srv.requests) == 1  # a hung endpoint is not asked again
     assert "no first word within 1.0s" in lines[0], lines
 
@@ -132,7 +133,7 @@ async def test_hang_hits_the_first_token_timeout():
 async def test_refused_connection_apologises_quickly():
     with captured_logs() as lines:
         out = await ask(make_llm(refused_url()))
-    assert out.apology == NO_LLM_APOLOGY and out.elapsed_s < 1.5
+    assert out.apology == NO_LLM_APOLOGY and out.elapsed_s < 10
     assert "ConnectionRefusedError" in lines[0], lines
 
 
@@ -150,7 +151,7 @@ async def test_stream_stalling_mid_reply_is_broken_off():
     with server("stall") as srv:
         out = await ask(make_llm(srv.url, stall_timeout_s=0.5))
     assert out.text and out.apology == BROKEN_OFF
-    assert out.elapsed_s < 1.5
+    assert out.elapsed_s < 10  # not the 20 s request timeout
 
 
 async def test_empty_reply_counts_as_a_failure():
@@ -176,7 +177,6 @@ async def test_fallbacks_are_tried_in_order():
     assert len(hung.requests) == 1 and len(broken.requests) == 2 and len(good.requests) == 1
     assert broken.requests[0].body["model"] == "other-model"
     assert good.requests[0].body["model"] == "good-model"
-    assert out.elapsed_s < 3
     assert len(lines) == 1 and "recovered" in lines[0] and good.url[7:] in lines[0], lines
 
 
@@ -189,7 +189,7 @@ async def test_an_endpoint_that_failed_a_turn_is_asked_last_for_a_while():
         context = LLMContext([{"role": "user", "content": "Tell me about kettles."}])
         second = await ask(llm, "And about teapots?", context)
     assert first.text == REPLY and first.elapsed_s >= 1.0
-    assert second.text == REPLY and second.elapsed_s < 0.8  # straight to the healthy one
+    assert second.text == REPLY  # straight to the healthy one: the hung one was not asked
     assert len(hung.requests) == 1 and len(good.requests) == 2
 
 
@@ -203,7 +203,8 @@ async def test_everything_fits_the_answer_deadline():
         )
         out = await ask(llm)
     assert out.apology == NO_LLM_APOLOGY
-    assert 5.0 <= out.elapsed_s < 5.6, out.elapsed_s  # 4 s on the first, 1 s left for the second
+    # 4 s on the first, 1 s left for the second (8 s if the deadline were ignored)
+    assert 5.0 <= out.elapsed_s < 7.5, out.elapsed_s
     assert len(second.requests) == 1
 
 
@@ -226,6 +227,16 @@ async def test_configured_apology_words_and_no_llm_at_all():
     )
     out = await ask(offline, "Tell me about the moon.")
     assert out.apology == "My helper is away. Ask me the time." and not out.recorded_apology
+
+
+def test_backoff_doubles_with_equal_jitter_and_honours_retry_after():
+    from openai import APIConnectionError
+
+    llm = make_llm("http://127.0.0.1:9/v1")
+    error = APIConnectionError(request=None)  # type: ignore[arg-type]
+    for attempt, base in ((1, 0.25), (2, 0.5), (3, 1.0)):
+        waits = [llm._retry_wait(error, attempt) for _ in range(200)]
+        assert base / 2 <= min(waits) and max(waits) <= base, (attempt, min(waits), max(waits))
 
 
 def test_retry_after_parsing():

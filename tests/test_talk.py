@@ -104,12 +104,15 @@ async def test_stop_phrase_cancels_speech_and_never_reaches_llm(
     assert "moon" in NORMALISE(asked[1])
     assert not any("stop" in NORMALISE(str(m.get("content", ""))) for m in result.history)
     # The long reply (about 40 s of speech) was cut off, then "Okay" was said, then the moon.
-    assert len(result.burst_s) == 3, result.burst_s
-    cut, ack, _moon = result.burst_s
-    assert cut < 12 and ack < 1.5, result.burst_s
+    # On a busy machine Whisper may still be on the question when "stop" is heard: then
+    # the reply is stopped before its first word, which is as right.
+    assert len(result.burst_s) in (2, 3), result.burst_s
+    *cut, ack, _moon = result.burst_s
+    assert sum(cut) < 12 and ack < 1.5, result.burst_s
     audio, rate = sf.read(str(tmp_path / "out.wav"), dtype="float32")
     ack_wav = tmp_path / "ack.wav"
-    sf.write(str(ack_wav), audio[int(cut * rate) : int((cut + ack) * rate)], rate)
+    start = sum(cut)  # out.wav is the bursts back to back
+    sf.write(str(ack_wav), audio[int(start * rate) : int((start + ack) * rate)], rate)
     assert NORMALISE(transcribe(whisper_tiny, ack_wav)) in ("okay", "ok"), result.burst_s
     heard = said(whisper_tiny, tmp_path / "out.wav")
     assert "ten" not in heard.split() and "moon is bright" in heard, heard
