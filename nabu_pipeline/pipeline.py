@@ -3,7 +3,7 @@
     transport.input() -> echo canceller -> STT -> transcript guard -> stop phrases -> repeats
     -> user aggregator (Silero VAD + turn end) -> history window -> LLM
     -> TTS (speech text shaping as text_transforms) -> speech release gate -> transport.output()
-    -> echo reference tap -> assistant aggregator
+    -> assistant aggregator  (what the output transport sends is the echo canceller's reference)
 
 Heavy models (Whisper, Piper) are loaded once per process by `engines` and
 shared; VAD and turn analysers hold per-conversation state, so each session
@@ -46,7 +46,7 @@ from nabu_pipeline import engines
 from nabu_pipeline.config import NabuConfig
 from nabu_pipeline.latency import LatencyObserver
 from nabu_pipeline.prompts import system_prompt
-from processors.echo_canceller import EchoCanceller, EchoReference, EchoReferenceTap
+from processors.echo_canceller import EchoCanceller, EchoReference, reference_what_is_played
 from processors.history_window import HistoryWindow
 from processors.openai_llm import NabuOpenAILLMService
 from processors.phrases import LOCAL_QUESTIONS, Command, PhraseMatcher
@@ -249,6 +249,8 @@ def build_session(
     )
     echo = EchoReference(config.audio.in_sample_rate_hz)
     aec_on = config.audio.echo_cancellation
+    if aec_on:
+        reference_what_is_played(transport.output(), echo)
     processors = {
         "input": transport.input(),
         **(
@@ -273,7 +275,6 @@ def build_session(
         "tts": tts,
         "release_gate": SpeechReleaseGate(config.turn.pause_tolerance_s, utterance),
         "output": transport.output(),
-        **({"echo_reference": EchoReferenceTap(echo)} if aec_on else {}),
         "assistant": assistant_aggregator,
     }
     latency = LatencyObserver()

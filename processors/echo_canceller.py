@@ -9,9 +9,8 @@ what the microphone sent, before VAD sees it. Warren's own voice stays (partly
 attenuated while both talk), so he can still interrupt. Whisper is given the
 unprocessed audio (see `RAW_AUDIO_KEY`).
 
-`EchoReferenceTap` sits after the output transport, which pushes each audio
-chunk downstream as it is sent (paced in real time), and feeds the far-end
-reference; `EchoCanceller` sits right after the input transport.
+`reference_what_is_played` makes each audio chunk reference at the moment the
+output transport sends it; `EchoCanceller` sits right after the input transport.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ import soxr
 from loguru import logger
 from pipecat.frames.frames import Frame, InputAudioRawFrame, OutputAudioRawFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.transports.base_output import BaseOutputTransport
 
 # Where the canceller leaves the unprocessed microphone audio for the STT.
 RAW_AUDIO_KEY = "nabu_raw_audio"
@@ -81,18 +81,23 @@ class EchoReference:
         return out
 
 
-class EchoReferenceTap(FrameProcessor):
-    """After the output transport: every audio chunk sent to Warren becomes reference."""
+def reference_what_is_played(output: BaseOutputTransport, reference: EchoReference) -> None:
+    """Every chunk `output` sends becomes echo reference at the moment it is sent.
 
-    def __init__(self, reference: EchoReference, **kwargs):
-        super().__init__(**kwargs)
-        self._reference = reference
+    AEC3 can only remove echo whose reference reaches it first. A processor after
+    the output transport sees each chunk only after the transport has paced it
+    out and then when its own queue gets its turn: on a busy CPU that came later
+    than the chunk's echo in the microphone, the canceller never converged and
+    Nabu's voice interrupted Nabu (CI under load). The transport's own write is
+    the earliest point that is surely what was played, whatever the transport.
+    """
+    write = output.write_audio_frame
 
-    async def process_frame(self, frame: Frame, direction: FrameDirection):
-        await super().process_frame(frame, direction)
-        if isinstance(frame, OutputAudioRawFrame) and direction == FrameDirection.DOWNSTREAM:
-            self._reference.push(frame.audio, frame.sample_rate, frame.num_channels)
-        await self.push_frame(frame, direction)
+    async def write_and_reference(frame: OutputAudioRawFrame) -> bool:
+        reference.push(frame.audio, frame.sample_rate, frame.num_channels)
+        return await write(frame)
+
+    output.write_audio_frame = write_and_reference
 
 
 class EchoCanceller(FrameProcessor):
