@@ -12,6 +12,11 @@ his next words join the same question (see `processors/history_window.py`,
 which merges consecutive user messages). The hold runs in parallel with
 STT, LLM and TTS, so it costs only what exceeds their own latency.
 
+The hold also lasts while speech he said is still with Whisper: on a busy CPU
+a transcript can take longer than the hold, and releasing then spoke the answer
+to his first words, then answered the whole sentence again (the paused suite
+with one core busy cut 6 of 8 sentences so).
+
 The gate holds only a reply that has not started: while Nabu is already
 speaking, its own voice echoing back through the phone must not pause it.
 """
@@ -38,6 +43,11 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from processors.utterance_state import UtteranceState
+
+# Longest the release waits for Whisper to return speech it is still transcribing; past
+# it the reply goes out anyway (a stuck STT must not silence Nabu).
+UNTRANSCRIBED_WAIT_MAX_S = 8.0
+UNTRANSCRIBED_POLL_S = 0.05
 
 
 class SpeechReleaseGate(FrameProcessor):
@@ -109,6 +119,16 @@ class SpeechReleaseGate(FrameProcessor):
 
     async def _release_after(self, delay: float) -> None:
         await asyncio.sleep(delay)
+        waited = 0.0
+        while (
+            self._utterance is not None
+            and self._utterance.awaiting > 0
+            and waited < UNTRANSCRIBED_WAIT_MAX_S
+        ):
+            await asyncio.sleep(UNTRANSCRIBED_POLL_S)
+            waited += UNTRANSCRIBED_POLL_S
+        if waited:
+            logger.debug(f"{self}: waited {waited:.2f}s more for speech still with Whisper")
         self._timer = None
         if not self._user_speaking:
             if self._utterance is not None:

@@ -347,3 +347,34 @@ async def test_a_doubtful_stop_still_stops():
     assert texts[0] == "Stop."  # passed on to the stop-phrase filter
     assert texts[1] == " "  # the doubtful sentence is not sent on...
     assert spoken and spoken[0].startswith("Did you say")  # ...it is read back
+
+
+async def test_the_hold_waits_for_speech_still_with_whisper():
+    """On a busy CPU Whisper can take longer than the hold: the reply to his first words
+    must not go out while the rest of what he said is still being transcribed."""
+    from pipecat.frames.frames import (
+        MetricsFrame,
+        TTSAudioRawFrame,
+        VADUserStartedSpeakingFrame,
+        VADUserStoppedSpeakingFrame,
+    )
+    from pipecat.tests.utils import SleepFrame, run_test
+
+    from processors.speech_release_gate import SpeechReleaseGate
+    from processors.utterance_state import UtteranceState
+
+    async def order(awaiting: int) -> list[str]:
+        utterance = UtteranceState(pause_expired=False, awaiting=awaiting)
+        gate = SpeechReleaseGate(0.05, utterance)
+        frames = [
+            VADUserStartedSpeakingFrame(),
+            VADUserStoppedSpeakingFrame(stop_secs=0.0),
+            TTSAudioRawFrame(b"\0\0" * 160, 16000, 1),
+            SleepFrame(sleep=1.0),
+            MetricsFrame(data=[]),  # a system frame: passes the gate at once
+        ]
+        down, _ = await run_test(gate, frames_to_send=frames, expected_down_frames=None)
+        return [type(f).__name__ for f in down if isinstance(f, (TTSAudioRawFrame, MetricsFrame))]
+
+    assert await order(awaiting=0) == ["TTSAudioRawFrame", "MetricsFrame"]
+    assert await order(awaiting=1) == ["MetricsFrame", "TTSAudioRawFrame"]
