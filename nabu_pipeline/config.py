@@ -257,8 +257,11 @@ class TurnConfig(_Frozen):
     """With smart-turn, the longest pause allowed inside an unfinished sentence."""
     speech_timeout_s: float = Field(default=0.8, gt=0, le=5)
     """With speech_timeout, the silence that ends his turn."""
-    stop_timeout_s: float = Field(default=5.0, gt=0, le=30)
-    """Hard cap: a turn closes this long after speech stops, whatever else happens."""
+    stop_timeout_s: float = Field(default=15.0, gt=0, le=60)
+    """Safety net: a turn whose transcript never comes closes this long after speech stops.
+    Whisper always answers (an empty result closes the turn at once), so this only has to
+    outlast the slowest transcript: 5 s did not on a busy CI machine, and the late
+    transcript then began a turn of its own."""
 
 
 class ConversationConfig(_Frozen):

@@ -33,9 +33,6 @@ from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.turns.user_start import VADUserTurnStartStrategy
-from pipecat.turns.user_start.transcription_user_turn_start_strategy import (
-    TranscriptionUserTurnStartStrategy,
-)
 from pipecat.turns.user_stop import (
     SpeechTimeoutUserTurnStopStrategy,
     TurnAnalyzerUserTurnStopStrategy,
@@ -46,6 +43,7 @@ from nabu_pipeline import engines
 from nabu_pipeline.config import NabuConfig
 from nabu_pipeline.latency import LatencyObserver
 from nabu_pipeline.prompts import system_prompt
+from processors.consumed_transcript import WordsStartATurn
 from processors.echo_canceller import EchoCanceller, EchoReference, reference_what_is_played
 from processors.history_window import HistoryWindow
 from processors.openai_llm import NabuOpenAILLMService
@@ -206,7 +204,7 @@ def user_turn_params(config: NabuConfig) -> LLMUserAggregatorParams:
     return LLMUserAggregatorParams(
         vad_analyzer=vad,
         user_turn_strategies=UserTurnStrategies(
-            start=[VADUserTurnStartStrategy(), TranscriptionUserTurnStartStrategy()],
+            start=[VADUserTurnStartStrategy(), WordsStartATurn()],
             stop=[stop],
         ),
         user_turn_stop_timeout=turn.stop_timeout_s,
