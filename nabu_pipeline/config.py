@@ -7,10 +7,11 @@ a stack trace.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -427,6 +428,10 @@ class NabuConfig(_Frozen):
     """Where this config came from (for messages)."""
 
 
+SECTIONS = tuple(name for name in NabuConfig.model_fields if name != "source")
+"""The top-level keys a config file may hold (`source` is set by the loader)."""
+
+
 def expand_env(value: object, env: dict[str, str] | os._Environ) -> object:
     """Expand `${VAR}` and `${VAR:-default}` in every string of a YAML tree.
 
@@ -442,18 +447,57 @@ def expand_env(value: object, env: dict[str, str] | os._Environ) -> object:
     return value
 
 
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The config class that holds the key at `loc` (list indices skipped), if any."""
+    model: type[BaseModel] = NabuConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        kinds = (field.annotation, *get_args(field.annotation))
+        sub = next((k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)), None)
+        if sub is None:
+            return None
+        model = sub
+    return model
+
+
+def _unknown_key(key: str, allowed: list[str]) -> str:
+    """ "unknown key", with the nearest allowed key or the list of them."""
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key; did you mean `{close[0]}`?"
+    return f"unknown key; allowed: {', '.join(allowed)}"
+
+
+def _allowed_keys(model: type[BaseModel] | None) -> list[str]:
+    if model is None:
+        return []
+    if model is NabuConfig:
+        return list(SECTIONS)
+    return list(model.model_fields)
+
+
 def _format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"Invalid configuration in {source}:"]
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"])
+        loc = e["loc"]
+        key = ".".join(str(p) for p in loc)
         msg = e["msg"]
+        got = e.get("input")
         if e["type"] == "extra_forbidden":
-            msg = "unknown key"
+            msg = _unknown_key(str(loc[-1]), _allowed_keys(_model_at(loc[:-1])))
         elif e["type"] == "literal_error":
             allowed = e.get("ctx", {}).get("expected", "")
-            msg = f"got {e.get('input')!r}; allowed: {allowed}"
-        elif "input" in e and not isinstance(e["input"], dict):
-            msg = f"{msg} (got {e['input']!r})"
+            msg = f"got {got!r}; allowed: {allowed}"
+        elif e["type"] in ("tuple_type", "list_type"):
+            msg = f"should be a list, e.g. [a, b] or one '- item' per line (got {got!r})"
+        elif e["type"] in ("model_type", "model_attributes_type", "dict_type"):
+            msg = f"should be a section of keys (key: value lines indented below it), got {got!r}"
+        elif "input" in e and not isinstance(got, dict):
+            msg = f"{msg} (got {got!r})"
         lines.append(f"  {key}: {msg}")
     return "\n".join(lines)
 
@@ -465,16 +509,7 @@ def load_dotenv_file(path: Path | None = None) -> None:
     load_dotenv(path or Path.cwd() / ".env", override=False)
 
 
-def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> NabuConfig:
-    """Load a config file (or NABU_CONFIG, or the embedded default) with env overrides.
-
-    `NABU_LLM_BASE_URL` and `NABU_LLM_MODEL` override whatever the file says,
-    so one command can point any config at another endpoint.
-    """
-    environ = os.environ if env is None else env
-    if path is None:
-        path = environ.get("NABU_CONFIG") or DEFAULT_CONFIG_PATH
-    path = Path(path)
+def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(
             f"Config file not found: {path}. Pass an existing YAML file "
@@ -488,17 +523,53 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         raise ConfigError(f"Config file {path} is not a text file") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"Config file {path} must hold a mapping of sections (stt:, llm:, ...)")
+    unknown = [
+        f"  {key}: {_unknown_key(str(key), list(SECTIONS))}" for key in raw if key not in SECTIONS
+    ]
+    if unknown:
+        raise ConfigError("\n".join([f"Invalid configuration in {path}:", *unknown]))
+    return raw
+
+
+def layer(base: dict, over: dict) -> dict:
+    """`over` laid on `base`: sections and sub-sections merge key by key; any other value
+    (a number, a string, a list) replaces the one below it."""
+    merged = dict(base)
+    for key, value in over.items():
+        below = merged.get(key)
+        if isinstance(below, dict) and value is None:
+            continue  # `stt:` with nothing under it (all commented out) changes nothing
+        if isinstance(below, dict) and isinstance(value, dict):
+            merged[key] = layer(below, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> NabuConfig:
+    """Load the defaults (configs/default.yaml, embedded as nabu_pipeline/default.yaml), lay a
+    config file (`path`, else NABU_CONFIG) over them, then the environment's overrides.
+
+    The file only says what differs: a key it leaves out keeps default.yaml's value, so
+    `${OPENAI_API_KEY}` there still reaches a config that never mentions the key.
+    `NABU_LLM_BASE_URL` and `NABU_LLM_MODEL` override whatever the files say, so one
+    command can point any config at another endpoint.
+    """
+    environ = os.environ if env is None else env
+    if path is None:
+        path = environ.get("NABU_CONFIG") or DEFAULT_CONFIG_PATH
+    path = Path(path)
+    raw = _read_yaml(DEFAULT_CONFIG_PATH)
+    if path.resolve() != DEFAULT_CONFIG_PATH.resolve():
+        raw = layer(raw, _read_yaml(path))
     raw = expand_env(raw, environ)
-    llm = raw.setdefault("llm", {}) if isinstance(raw.get("llm", {}), dict) else raw["llm"]
+    llm = raw.get("llm")
     if isinstance(llm, dict):
         if environ.get("NABU_LLM_BASE_URL"):
             llm["base_url"] = environ["NABU_LLM_BASE_URL"]
         if environ.get("NABU_LLM_MODEL"):
             llm["model"] = environ["NABU_LLM_MODEL"]
     try:
-        config = NabuConfig(**raw, source=str(path))
+        return NabuConfig.model_validate({**raw, "source": str(path)})
     except ValidationError as e:
         raise ConfigError(_format_validation_error(e, str(path))) from None
-    except TypeError as e:
-        raise ConfigError(f"Invalid configuration in {path}: {e}") from None
-    return config
