@@ -465,7 +465,7 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
 
 
 def _unknown_key(key: str, allowed: list[str]) -> str:
-    """ "unknown key", with the nearest allowed key or the list of them."""
+    """The words after "unknown key": the nearest allowed key, or all of them."""
     close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
     if close:
         return f"unknown key; did you mean `{close[0]}`?"
