@@ -31,7 +31,7 @@ class ConfigError(Exception):
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 
 class OpenAIEndpoint(_Frozen):
@@ -77,11 +77,13 @@ class STTConfig(_Frozen):
     cpu_threads: int = Field(default=0, ge=0)
     """0 lets CTranslate2 choose."""
     language: str = "en"
+    """Language Warren speaks (a Whisper code); English-only models such as tiny.en need en."""
     vocabulary: tuple[str, ...] = ()
     """Names, places and devices Warren uses, given to Whisper as its initial prompt."""
     ttfs_p99_s: float = Field(default=1.2, gt=0)
     """How long after the end of speech a transcript may still arrive (turn-end safety net)."""
     openai: OpenAIEndpoint = OpenAIEndpoint(model="whisper-1")
+    """The OpenAI-protocol transcription endpoint for provider or fallback openai."""
 
 
 class GuardConfig(_Frozen):
@@ -143,8 +145,11 @@ class LLMConfig(_Frozen):
     provider: Literal["openai", "offline"] = "openai"
     """openai: any OpenAI-protocol server; offline: local answers only."""
     base_url: str = OPENAI_DEFAULT_BASE_URL
+    """Root of the API, e.g. http://localhost:11434/v1 for Ollama (NABU_LLM_BASE_URL overrides)."""
     api_key: str = ""
+    """Secret; from the environment (`${OPENAI_API_KEY}`), never written to logs."""
     model: str = "gpt-4o-mini"
+    """Model name on that endpoint (NABU_LLM_MODEL overrides)."""
     temperature: float = Field(default=0.5, ge=0, le=2)
     """Lower than a chat app's 0.7: answers read aloud should be plain and predictable."""
     max_tokens: int = Field(default=160, ge=16, le=4096)
@@ -214,6 +219,7 @@ class TTSConfig(_Frozen):
     """Text to speech."""
 
     provider: Literal["piper", "openai"] = "piper"
+    """piper: the Piper voice in-process; openai: the OpenAI-protocol speech endpoint below."""
     fallback: Literal["none", "openai"] = "none"
     """openai: when Piper fails, the `openai` endpoint below speaks from then on (the failed
     sentence included); none: a sentence Piper cannot say is skipped."""
@@ -226,11 +232,15 @@ class TTSConfig(_Frozen):
     slower_step: float = Field(default=0.2, gt=0, le=1)
     """How much "slower, please" adds to length_scale each time."""
     length_scale_max: float = Field(default=1.8, ge=0.5, le=2.5)
+    """The slowest "slower, please" can make him: its length scale stops here."""
     volume: float = Field(default=1.0, gt=0, le=4)
     """Loudness multiplier (Piper's volume)."""
     use_cuda: bool = False
+    """Run Piper on CUDA (needs onnxruntime-gpu); the CPU is fast enough for one voice."""
     openai: OpenAIEndpoint = OpenAIEndpoint(model="tts-1")
+    """The OpenAI-protocol speech endpoint for provider or fallback openai."""
     openai_voice: str = "alloy"
+    """The voice that endpoint speaks in."""
 
 
 class TurnConfig(_Frozen):
@@ -248,6 +258,7 @@ class TurnConfig(_Frozen):
     vad_stop_s: float = Field(default=0.2, gt=0, le=2)
     """Silence that ends a VAD segment (smart-turn expects 0.2)."""
     vad_start_s: float = Field(default=0.2, gt=0, le=1)
+    """Speech that counts as the start of a VAD segment (and can interrupt Nabu)."""
     vad_confidence: float = Field(default=0.5, gt=0, le=1)
     """Silero speech probability that counts as voice (pipecat's default is 0.7)."""
     vad_min_volume: float = Field(default=0.1, ge=0, le=1)
@@ -323,6 +334,7 @@ class ConversationConfig(_Frozen):
     )
     """Whole utterances that slow Nabu down and repeat the last answer."""
     nothing_to_repeat: str = "I haven't said anything yet. What can I do for you?"
+    """Said when he asks to repeat before Nabu has said anything."""
 
 
 class LocaleConfig(_Frozen):
@@ -331,8 +343,11 @@ class LocaleConfig(_Frozen):
     time_zone: str = "local"
     """An IANA zone such as America/Chicago, or local for the machine's zone."""
     clock: Literal["12h", "24h"] = "12h"
+    """How Nabu tells the time, and the clock its prompt asks the LLM to use."""
     temperature_unit: Literal["F", "C"] = "F"
+    """Fahrenheit or Celsius, in answers and the LLM's prompt."""
     user_name: str = "Warren"
+    """What Nabu calls the person it talks to (in its prompt)."""
 
     @field_validator("time_zone")
     @classmethod
@@ -374,6 +389,7 @@ class BudgetConfig(_Frozen):
     voice_to_voice_p50_s: float = Field(default=1.2, gt=0)
     """Median end of speech -> first reply audio."""
     voice_to_voice_p95_s: float = Field(default=1.6, gt=0)
+    """95th percentile of the same."""
     speedup_vs_sequential_min: float = Field(default=2.0, gt=0)
     """Sequential (predecessor) p50 divided by Nabu's p50, at least."""
     ratio_vs_pipecat_default_max: float = Field(default=0.8, gt=0)
