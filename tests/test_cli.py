@@ -125,3 +125,17 @@ def test_mic_without_pyaudio_gives_one_message_with_the_right_command():
     assert "pip install -e '.[mic]'" in err and "portaudio19-dev" in err
     assert "uv add" not in err and "'nabu[mic]'" not in err
     assert len([line for line in err.splitlines() if line.strip()]) == 1
+
+
+@pytest.mark.slow
+async def test_a_failed_final_write_keeps_the_printed_conversation(tmp_path, config_for):
+    """If the output cannot be written at the end (a full disk, a vanished folder; here a name
+    soundfile cannot write), the conversation that ran is still printed."""
+    from nabu_pipeline.talk import format_result, talk
+
+    result = await talk(config_for(None), [DEMO], tmp_path / "reply")
+    text = format_result(result)
+    assert "You said:  What time is it?" in text, text
+    assert "Nabu said: It's" in text, text
+    assert f"Could not write Nabu's speech to {tmp_path / 'reply'}" in text
+    assert "Wrote" not in text
