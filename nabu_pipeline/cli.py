@@ -178,9 +178,10 @@ def _serve(args) -> int:
     from nabu_pipeline.config import load_config
 
     config = load_config(args.config)
-    preflight.port_free(args.host, args.port)
-    from nabu_pipeline.server import serve
+    from nabu_pipeline.server import auth_token_for, serve
 
+    auth_token_for(args.host)  # a missing token is the first thing to fix, then the port
+    preflight.port_free(args.host, args.port)
     return serve(config, args.host, args.port)
 
 
