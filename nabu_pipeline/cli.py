@@ -192,18 +192,14 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from nabu_pipeline.models import ModelError
     from transports.audio_file import AudioFileError
 
-    errors: tuple[type[Exception], ...] = (
-        preflight.PreflightError,
-        ConfigError,
-        ModelError,
-        AudioFileError,
-        ManifestError,
-    )
-    return errors
+    return (preflight.PreflightError, ConfigError, ModelError, AudioFileError, ManifestError)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from nabu_pipeline.config import load_dotenv_file
+
+    load_dotenv_file()  # first, so NABU_LOG_LEVEL in .env counts too
     try:
         level = args.log_level or preflight.log_level(
             os.environ.get("NABU_LOG_LEVEL"), "NABU_LOG_LEVEL"
@@ -212,9 +208,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nabu: {e}", file=sys.stderr)
         return 2
     setup_logging(level)
-    from nabu_pipeline.config import load_dotenv_file
-
-    load_dotenv_file()
     user_errors = _user_errors()
     try:
         if args.command == "talk":
