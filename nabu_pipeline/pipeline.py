@@ -1,4 +1,4 @@
-"""Assembling Nabu's pipeline from its config (DESIGN.md, "The pipeline").
+"""Assembling Nabu's pipeline from its config (docs/ARCHITECTURE.md).
 
     transport.input() -> echo canceller -> STT -> transcript guard -> stop phrases -> repeats
     -> user aggregator (Silero VAD + turn end) -> history window -> LLM

@@ -7,6 +7,7 @@ matters here too, since a laptop's speaker is right next to its microphone.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 
 from loguru import logger
 
@@ -18,13 +19,21 @@ class MicUnavailable(Exception):
     """PyAudio (PortAudio) is missing; the message names the fix."""
 
 
+NO_PYAUDIO = (
+    "nabu mic needs PyAudio and the PortAudio library. Install PortAudio "
+    "(Debian/Ubuntu: apt-get install portaudio19-dev; macOS: brew install portaudio), then, "
+    "in the Nabu checkout: pip install -e '.[mic]'"
+)
+
+
 async def run_mic(config: NabuConfig) -> None:
+    # Checked before pipecat's module is imported: it logs a fix of its own (`uv add ...`).
+    if importlib.util.find_spec("pyaudio") is None:
+        raise MicUnavailable(NO_PYAUDIO)
     try:
         from pipecat.transports.local.audio import LocalAudioTransport, LocalAudioTransportParams
     except ImportError:
-        raise MicUnavailable(
-            "nabu mic needs PyAudio: apt-get install portaudio19-dev && pip install 'nabu[mic]'"
-        ) from None
+        raise MicUnavailable(NO_PYAUDIO) from None
     from pipecat.workers.runner import WorkerRunner
 
     transport = LocalAudioTransport(
