@@ -566,6 +566,26 @@ def layer(base: dict, over: dict) -> dict:
     return merged
 
 
+_ENDPOINTS = (("llm",), ("stt", "openai"), ("tts", "openai"))
+
+
+def _keep_keys_with_their_endpoints(merged: dict, own: dict) -> None:
+    """An endpoint the user's file moves elsewhere does not take default.yaml's key along.
+
+    default.yaml's `${OPENAI_API_KEY}` is meant for OpenAI's own endpoint; a file that
+    points `llm.base_url` at another server without naming a key must not send that
+    secret there (it can name one: `api_key: ${OPENAI_API_KEY}`).
+    """
+    for section in _ENDPOINTS:
+        mine, theirs = own, merged
+        for key in section:
+            mine = mine.get(key) if isinstance(mine, dict) else None
+            theirs = theirs.get(key) if isinstance(theirs, dict) else None
+        if isinstance(mine, dict) and isinstance(theirs, dict):
+            if "base_url" in mine and "api_key" not in mine:
+                theirs["api_key"] = ""
+
+
 def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> NabuConfig:
     """Load the defaults (configs/default.yaml, embedded as nabu_pipeline/default.yaml), lay a
     config file (`path`, else NABU_CONFIG) over them, then the environment's overrides.
@@ -581,7 +601,9 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
     path = Path(path)
     raw = _read_yaml(DEFAULT_CONFIG_PATH)
     if path.resolve() != DEFAULT_CONFIG_PATH.resolve():
-        raw = layer(raw, _read_yaml(path))
+        own = _read_yaml(path)
+        raw = layer(raw, own)
+        _keep_keys_with_their_endpoints(raw, own)
     raw = expand_env(raw, environ)
     llm = raw.get("llm")
     if isinstance(llm, dict):

@@ -243,3 +243,19 @@ def test_cli_rejects_a_file_that_is_not_audio(tmp_path):
 def test_config_object_defaults_match_yaml_defaults():
     """default.yaml is the one source users read; the typed defaults never disagree with it."""
     assert load_config(env={}).model_dump() == NabuConfig().model_dump()
+
+
+def test_a_file_that_moves_an_endpoint_does_not_send_it_the_openai_key(tmp_path):
+    """default.yaml's ${OPENAI_API_KEY} belongs to OpenAI's endpoint, not to any base_url."""
+    path = tmp_path / "elsewhere.yaml"
+    path.write_text(
+        "llm:\n  base_url: https://llm.example.org/v1\n"
+        "stt:\n  openai:\n    base_url: https://stt.example.org/v1\n"
+    )
+    config = load_config(path, env={"OPENAI_API_KEY": "sk-from-env-123"})
+    assert config.llm.api_key == "" and config.stt.openai.api_key == ""
+    assert config.tts.openai.api_key == "sk-from-env-123"  # still OpenAI's own endpoint
+    path.write_text("llm:\n  base_url: https://llm.example.org/v1\n  api_key: ${OPENAI_API_KEY}\n")
+    assert load_config(path, env={"OPENAI_API_KEY": "sk-from-env-123"}).llm.api_key == (
+        "sk-from-env-123"
+    )
