@@ -44,7 +44,12 @@ from nabu_pipeline.config import NabuConfig
 from nabu_pipeline.latency import LatencyObserver
 from nabu_pipeline.prompts import system_prompt
 from processors.consumed_transcript import WordsStartATurn
-from processors.echo_canceller import EchoCanceller, EchoReference, reference_what_is_played
+from processors.echo_canceller import (
+    EchoCanceller,
+    EchoReference,
+    reference_what_is_played,
+    stamp_capture_times,
+)
 from processors.history_window import HistoryWindow
 from processors.openai_llm import NabuOpenAILLMService
 from processors.phrases import LOCAL_QUESTIONS, Command, PhraseMatcher
@@ -249,6 +254,7 @@ def build_session(
     aec_on = config.audio.echo_cancellation
     if aec_on:
         reference_what_is_played(transport.output(), echo)
+        stamp_capture_times(transport.input(), config.audio.in_sample_rate_hz)
     processors = {
         "input": transport.input(),
         **(

@@ -10,12 +10,15 @@ attenuated while both talk), so he can still interrupt. Whisper is given the
 unprocessed audio (see `RAW_AUDIO_KEY`).
 
 `reference_what_is_played` makes each audio chunk reference at the moment the
-output transport sends it; `EchoCanceller` sits right after the input transport.
+output transport sends it, `stamp_capture_times` stamps each microphone frame as
+the input transport receives it, and `EchoCanceller`, right after the input
+transport, pairs the two by wall-clock time (see `EchoReference`).
 """
 
 from __future__ import annotations
 
 import collections
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -23,6 +26,7 @@ import soxr
 from loguru import logger
 from pipecat.frames.frames import Frame, InputAudioRawFrame, OutputAudioRawFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
 
 # Where the canceller leaves the unprocessed microphone audio for the STT.
@@ -35,21 +39,45 @@ MIN_COUPLING_FRAMES = 10
 # Nabu's voice keeps arriving this long after it stopped playing: the echo path's own
 # delay (a phone on speaker over the network: 0.1-0.4 s) plus the room's reverberation.
 ECHO_TAIL_S = 0.6
-# The reference never holds more than this: a stalled input must not let it drift.
-MAX_REFERENCE_S = 1.0
+# How long played audio is kept to be matched with the microphone: more than the longest
+# echo path plus the microphone's processing backlog on a busy CPU.
+KEEP_REFERENCE_S = 3.0
+# A microphone stream that falls further behind the wall clock than this is taken to have
+# had a gap (a dropped network), and its clock restarts from now.
+MAX_CAPTURE_LAG_S = 0.5
+# Where the input transport leaves when each microphone frame ended, on the wall clock.
+CAPTURED_AT_KEY = "nabu_captured_at"
 
 
 class EchoReference:
-    """What Nabu played, resampled to the microphone's rate, consumed in step with it."""
+    """What Nabu played, on the wall clock, resampled to the microphone's rate.
 
-    def __init__(self, sample_rate_hz: int = 16000):
+    The microphone and the speaker share one clock: the echo in the audio captured
+    at time t is what was played shortly before t. Pairing each microphone frame with
+    what was played over the same stretch of wall-clock time keeps that relation
+    whatever the CPU is doing. Pairing them by order of processing (the first design)
+    did not: on a busy CPU the microphone frames waited in their queue, the reference
+    ran ahead of them by that backlog, beyond what AEC3 can find, and Nabu's own voice
+    interrupted Nabu.
+    """
+
+    def __init__(self, sample_rate_hz: int = 16000, clock=time.monotonic):
         self._rate = sample_rate_hz
-        self._chunks: collections.deque[np.ndarray] = collections.deque()
-        self._size = 0
+        self._clock = clock
+        self._chunks: collections.deque[tuple[float, np.ndarray]] = collections.deque()
+        self._end = 0.0
         self._resampler: soxr.ResampleStream | None = None
         self._in_rate = 0
 
-    def push(self, pcm: bytes, sample_rate_hz: int, num_channels: int = 1) -> None:
+    @property
+    def sample_rate(self) -> int:
+        return self._rate
+
+    def push(
+        self, pcm: bytes, sample_rate_hz: int, num_channels: int = 1, at: float | None = None
+    ) -> None:
+        """`pcm` starts playing `at` (now), or right after what was pushed before it."""
+        at = self._clock() if at is None else at
         samples = np.frombuffer(pcm, dtype=np.int16)
         if num_channels > 1:
             samples = samples.reshape(-1, num_channels).mean(axis=1).astype(np.int16)
@@ -58,27 +86,71 @@ class EchoReference:
                 self._resampler = soxr.ResampleStream(sample_rate_hz, self._rate, 1, dtype="int16")
                 self._in_rate = sample_rate_hz
             samples = self._resampler.resample_chunk(samples)
-        if len(samples):
-            self._chunks.append(samples)
-            self._size += len(samples)
-        while self._size > MAX_REFERENCE_S * self._rate and self._chunks:
-            self._size -= len(self._chunks.popleft())
+        if not len(samples):
+            return
+        start = max(at, self._end)  # a transport sending ahead still plays back to back
+        self._chunks.append((start, samples))
+        self._end = start + len(samples) / self._rate
+        while self._chunks and self._chunks[0][0] < at - KEEP_REFERENCE_S:
+            self._chunks.popleft()
 
-    def pull(self, n: int) -> np.ndarray:
-        """The next `n` reference samples (silence where Nabu played nothing)."""
+    def pull(self, n: int, until: float | None = None) -> np.ndarray:
+        """What was played during the `n` samples of time ending `until` (now); silence
+        where nothing was."""
+        until = self._clock() if until is None else until
+        rate = self._rate
+        start = until - n / rate
         out = np.zeros(n, dtype=np.int16)
-        filled = 0
-        while filled < n and self._chunks:
-            chunk = self._chunks[0]
-            take = min(n - filled, len(chunk))
-            out[filled : filled + take] = chunk[:take]
-            filled += take
-            if take == len(chunk):
-                self._chunks.popleft()
-            else:
-                self._chunks[0] = chunk[take:]
-            self._size -= take
+        for t0, samples in self._chunks:
+            t1 = t0 + len(samples) / rate
+            if t1 <= start:
+                continue
+            if t0 >= until:
+                break
+            src = max(0, round((start - t0) * rate))
+            dst = max(0, round((t0 - start) * rate))
+            take = min(len(samples) - src, n - dst)
+            if take > 0:
+                out[dst : dst + take] = samples[src : src + take]
+        while self._chunks and self._chunks[0][0] + len(self._chunks[0][1]) / rate < start - 1.0:
+            self._chunks.popleft()
         return out
+
+
+class CaptureClock:
+    """When each microphone frame ended, as a continuous stream on the wall clock.
+
+    Frames arrive in bursts (network jitter, a late event loop), but the microphone
+    captured them evenly: each frame ends one frame after the previous one, unless the
+    stream is more than `MAX_CAPTURE_LAG_S` off the wall clock (a gap, or a client
+    sending faster than real time), when it starts again from now.
+    """
+
+    def __init__(self, sample_rate_hz: int, clock=time.monotonic):
+        self._rate = sample_rate_hz
+        self._clock = clock
+        self._end: float | None = None
+
+    def frame_ended(self, num_samples: int) -> float:
+        now = self._clock()
+        nominal = None if self._end is None else self._end + num_samples / self._rate
+        gap = nominal is None or abs(nominal - now) > MAX_CAPTURE_LAG_S
+        self._end = now if gap else nominal
+        return self._end
+
+
+def stamp_capture_times(input_transport: BaseInputTransport, sample_rate_hz: int) -> None:
+    """Each microphone frame is stamped with when it was captured, as it arrives, before it
+    waits in any queue (see `EchoReference`)."""
+    clock = CaptureClock(sample_rate_hz)
+    push = input_transport.push_audio_frame
+
+    async def push_stamped(frame: InputAudioRawFrame) -> None:
+        channels = max(frame.num_channels, 1)
+        frame.metadata[CAPTURED_AT_KEY] = clock.frame_ended(len(frame.audio) // 2 // channels)
+        await push(frame)
+
+    input_transport.push_audio_frame = push_stamped
 
 
 def reference_what_is_played(output: BaseOutputTransport, reference: EchoReference) -> None:
@@ -151,16 +223,16 @@ class EchoCanceller(FrameProcessor):
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
         if isinstance(frame, InputAudioRawFrame) and frame.num_channels == 1 and frame.audio:
-            if frame.sample_rate != self._reference._rate:
+            if frame.sample_rate != self._reference.sample_rate:
                 if not self._warned:
                     logger.warning(
                         f"{self}: input at {frame.sample_rate} Hz, reference at "
-                        f"{self._reference._rate} Hz; echo cancellation off"
+                        f"{self._reference.sample_rate} Hz; echo cancellation off"
                     )
                     self._warned = True
             else:
                 near = np.frombuffer(frame.audio, dtype=np.int16)
-                far = self._reference.pull(len(near))
+                far = self._reference.pull(len(near), frame.metadata.get(CAPTURED_AT_KEY))
                 # ~0.6 ms per 100 ms of audio in C++ with the GIL released: fine inline.
                 clean = self._canceller(frame.sample_rate).process(near, far)
                 raw = frame.audio
