@@ -7,7 +7,6 @@ import asyncio
 import sys
 from pathlib import Path
 
-from benchmarks.clips import ManifestError
 from nabu_pipeline.config import ConfigError, load_config, load_dotenv_file
 from nabu_pipeline.logs import setup_logging
 from nabu_pipeline.models import ModelError
@@ -70,6 +69,18 @@ def _talk(args) -> int:
     return 0
 
 
+def _bench(args) -> int:
+    # The benchmarks (and what they import) load only when `nabu bench` runs.
+    from benchmarks.clips import ManifestError
+    from benchmarks.run import main as bench_main
+
+    try:
+        return bench_main(args)
+    except ManifestError as e:
+        print(f"nabu: {e}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging(args.log_level)
@@ -78,9 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "talk":
             return _talk(args)
         if args.command == "bench":
-            from benchmarks.run import main as bench_main
-
-            return bench_main(args)
+            return _bench(args)
         if args.command == "serve":
             from nabu_pipeline.server import serve
 
@@ -89,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             from transports.local_mic import main as mic_main
 
             return mic_main(load_config(args.config))
-    except (ConfigError, ModelError, AudioFileError, ManifestError, MicUnavailable) as e:
+    except (ConfigError, ModelError, AudioFileError, MicUnavailable) as e:
         print(f"nabu: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -83,3 +83,13 @@ def test_bad_manifest_is_a_clear_error(tmp_path):
     proc = _bench("--manifest", str(bad), "--out", str(tmp_path / "o"))
     assert proc.returncode == 2
     assert "missing column" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_benchmarks_load_only_when_nabu_bench_runs():
+    """`nabu talk/serve/mic` start without importing the benchmark suites (or their plots)."""
+    code = (
+        "import sys, nabu_pipeline.cli; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('benchmarks', 'matplotlib')))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]", proc.stdout
