@@ -25,7 +25,8 @@ from pipecat.tests.utils import run_test
 
 from nabu_pipeline.config import NO_LLM_APOLOGY, LLMConfig, LocaleConfig, OpenAIEndpoint
 from nabu_pipeline.scripted_llm import Script, ScriptedLLMServer, refused_url
-from processors.openai_llm import NabuOpenAILLMService, retry_after_s
+from processors.openai_endpoint import retry_after_s
+from processors.openai_llm import NabuOpenAILLMService
 
 REPLY = "The front door is locked. The porch light is on. Mary called this morning."
 SECRET = "sk-test-DO-NOT-LOG-0123456789"
