@@ -63,6 +63,8 @@ class STTConfig(_Frozen):
     fallback: Literal["none", "openai"] = "none"
     """openai: when local Whisper fails, the `openai` endpoint below transcribes from then on
     (the failed segment included); none: Nabu asks Warren to say it again."""
+    retry_local_after_s: float = Field(default=60.0, gt=0)
+    """After a switch to the fallback, local Whisper is tried again this long later."""
     model: str = "base"
     """base or tiny.en (offline, from PyPI packages), any faster-whisper name, or a directory.
     base is the default: 4.6 % WER against tiny.en's 6.6 % on the shipped clips, and its extra
@@ -216,6 +218,8 @@ class TTSConfig(_Frozen):
     fallback: Literal["none", "openai"] = "none"
     """openai: when Piper fails, the `openai` endpoint below speaks from then on (the failed
     sentence included); none: a sentence Piper cannot say is skipped."""
+    retry_local_after_s: float = Field(default=60.0, gt=0)
+    """After a switch to the fallback, Piper is tried again this long later."""
     voice: str = "en_US-joe-medium"
     """A Piper voice: the bundled en_US-joe-medium, or a name found in voice_dir."""
     voice_dir: str = ""
