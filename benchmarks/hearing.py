@@ -67,13 +67,6 @@ VOCAB_SENTENCES = (
 ESPEAK_VOICES = ("en-us", "en-us+m3", "en-us+f2", "en+m7")
 
 
-def _with(config: NabuConfig, **sections) -> NabuConfig:
-    data = config.model_dump(exclude={"source"})
-    for section, values in sections.items():
-        data[section].update(values)
-    return NabuConfig(**data, source=config.source)
-
-
 def _answered_request(server: ScriptedLLMServer, m: TurnMeasure) -> str | None:
     """The last user message of the request whose answer Warren heard first."""
     if m.first_audio_at is None:
@@ -113,7 +106,7 @@ def run_paused(args, config: NabuConfig) -> dict:
     items = paused_suite(clips)
     designs = [
         ("nabu", build_nabu, config),
-        ("nabu_hold_1.2s", build_nabu, _with(config, turn={"pause_tolerance_s": 1.2})),
+        ("nabu_hold_1.2s", build_nabu, config.with_changes(turn={"pause_tolerance_s": 1.2})),
         ("pipecat_default", build_pipecat_default, config),
     ]
     progress = tqdm(total=len(items) * len(designs), desc="paused", unit="clip")
@@ -123,7 +116,7 @@ def run_paused(args, config: NabuConfig) -> dict:
             with ScriptedLLMServer(
                 Script(reply=THREE_SENTENCES, ttft_s=0.35, tokens_per_s=60)
             ) as s:
-                cfg = _with(cfg, llm={"base_url": s.url, "provider": "openai"})
+                cfg = cfg.with_changes(llm={"base_url": s.url, "provider": "openai"})
                 measures = asyncio.run(
                     run_conversation(name, build, cfg, [i.clip for i in items], 0, progress)
                 )
@@ -164,14 +157,14 @@ def run_nospeech(args, config: NabuConfig) -> dict:
     sounds = nospeech_suite(clips)
     variants = [
         ("no_vocabulary", config),
-        ("with_vocabulary", _with(config, stt={"vocabulary": list(VOCABULARY)})),
+        ("with_vocabulary", config.with_changes(stt={"vocabulary": list(VOCABULARY)})),
     ]
     progress = tqdm(total=len(sounds) * len(variants), desc="nospeech", unit="sound")
     results: dict = {"suite": "nospeech", "sounds": len(sounds), "variants": {}}
     try:
         for name, cfg in variants:
             with ScriptedLLMServer(Script(reply="I heard something.", ttft_s=0.1)) as s:
-                cfg = _with(cfg, llm={"base_url": s.url, "provider": "openai"})
+                cfg = cfg.with_changes(llm={"base_url": s.url, "provider": "openai"})
                 measures = asyncio.run(run_conversation(name, build_nabu, cfg, sounds, 0, progress))
                 rows = []
                 for clip, m, (lo, hi) in zip(sounds, measures, _windows(measures), strict=True):

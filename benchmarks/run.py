@@ -34,13 +34,6 @@ DEFAULT_TOKENS_PER_S = 60.0
 ACCURACY_MODELS = ("tiny.en", "base")
 
 
-def _with_llm(config: NabuConfig, url: str) -> NabuConfig:
-    data = config.model_dump(exclude={"source"})
-    data["llm"]["base_url"] = url
-    data["llm"]["provider"] = "openai"
-    return NabuConfig(**data, source=config.source)
-
-
 def _machine() -> dict:
     return {
         "cpu_count": os.cpu_count(),
@@ -61,7 +54,7 @@ def run_latency(args, config: NabuConfig) -> dict:
         url = server.url
     else:
         url = args.llm_base_url
-    config = _with_llm(config, url)
+    config = config.with_changes(llm={"base_url": url, "provider": "openai"})
     passes = 5 if scripted else 3
     progress = tqdm(total=len(clips) * repeat * passes, desc="latency", unit="turn")
     measures = {"nabu": [], "pipecat_default": [], "sequential": []}

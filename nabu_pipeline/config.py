@@ -430,6 +430,16 @@ class NabuConfig(_Frozen):
     source: Annotated[str, Field(exclude=True)] = ""
     """Where this config came from (for messages)."""
 
+    def with_changes(self, **sections: dict) -> NabuConfig:
+        """A copy with some fields of some sections replaced, validated like a loaded file.
+
+        `model_copy(update=...)` would skip validation and leave nested sections as dicts.
+        """
+        data = self.model_dump(exclude={"source"})
+        for section, values in sections.items():
+            data[section].update(values)
+        return NabuConfig(**data, source=self.source)
+
 
 def expand_env(value: object, env: dict[str, str] | os._Environ) -> object:
     """Expand `${VAR}` and `${VAR:-default}` in every string of a YAML tree.

@@ -173,3 +173,13 @@ def test_cli_rejects_a_file_that_is_not_audio(tmp_path):
 
 def test_config_object_defaults_match_yaml_defaults():
     assert NabuConfig().llm.max_tokens == load_config(env={}).llm.max_tokens
+
+
+def test_with_changes_is_a_validated_copy():
+    base = load_config(env={})
+    changed = base.with_changes(llm={"base_url": "http://127.0.0.1:9/v1"}, turn={"vad_stop_s": 0.3})
+    assert changed.llm.base_url == "http://127.0.0.1:9/v1" and changed.turn.vad_stop_s == 0.3
+    assert changed.llm.model == base.llm.model and changed.source == base.source
+    assert base.llm.base_url != changed.llm.base_url  # the original is untouched
+    with pytest.raises(ValidationError):
+        base.with_changes(turn={"pause_tolerance_s": -1})

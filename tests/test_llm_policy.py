@@ -9,10 +9,8 @@ No audio models: these run in seconds.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 
 import pytest
-from loguru import logger
 from pipecat.frames.frames import (
     Frame,
     LLMContextFrame,
@@ -28,19 +26,11 @@ from nabu_pipeline.scripted_llm import Script, ScriptedLLMServer, refused_url
 from processors.openai_endpoint import retry_after_s
 from processors.openai_llm import NabuOpenAILLMService
 
+from .helpers import captured_logs
+
 REPLY = "The front door is locked. The porch light is on. Mary called this morning."
 SECRET = "sk-test-DO-NOT-LOG-0123456789"
 BROKEN_OFF = LLMConfig().broken_off_apology
-
-
-@contextmanager
-def captured_logs():
-    lines: list[str] = []
-    sink = logger.add(lambda m: lines.append(str(m)), level="WARNING", format="{message}")
-    try:
-        yield lines
-    finally:
-        logger.remove(sink)
 
 
 def server(fault=None, **kw) -> ScriptedLLMServer:
