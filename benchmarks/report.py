@@ -321,11 +321,7 @@ def _stage_bars(results: dict, out: Path) -> Path:
     ax.set_title("Nabu: where each turn's voice-to-voice time goes")
     ax.tick_params(axis="x", rotation=75, labelsize=7)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "stages.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "stages.png")
 
 
 def _v2v_cdf(results: dict, out: Path) -> Path:
@@ -341,54 +337,55 @@ def _v2v_cdf(results: dict, out: Path) -> Path:
                 vals, [(i + 1) / len(vals) for i in range(len(vals))], where="post", label=label
             )
     ax.axvline(results["budgets"]["voice_to_voice_p50_s"]["limit"], ls="--", color="red", lw=1)
-    ax.set_xlabel("voice-to-voice (s)")
-    ax.set_ylabel("fraction of turns")
-    ax.set_title("Voice-to-voice CDF, three designs")
-    ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path = out / "v2v_cdf.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    _axes(ax, "voice-to-voice (s)", "fraction of turns", "Voice-to-voice CDF, three designs")
+    return _save(fig, out / "v2v_cdf.png")
 
 
 def _accuracy_plot(results: dict, out: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, r in results["per_model"].items():
-        ax.scatter(r["rtf"], r["wer"] * 100, s=80)
-        ax.annotate(name, (r["rtf"], r["wer"] * 100), textcoords="offset points", xytext=(6, 4))
-    ax.set_xlabel("real-time factor (lower is faster)")
-    ax.set_ylabel("WER (%)")
-    ax.set_title("STT accuracy vs speed")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = out / "accuracy.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    points = {name: (r["rtf"], r["wer"] * 100) for name, r in results["per_model"].items()}
+    return _labelled_points(
+        points,
+        ("real-time factor (lower is faster)", "WER (%)", "STT accuracy vs speed"),
+        out / "accuracy.png",
+    )
 
 
 def _paused_plot(results: dict, out: Path) -> Path:
+    points = {
+        name: (d["voice_to_voice_s"]["p50"], d["false_cutoff_rate"] * 100)
+        for name, d in results["designs"].items()
+        if d["voice_to_voice_s"]["p50"] is not None
+    }
+    return _labelled_points(
+        points,
+        ("voice-to-voice p50 (s)", "false cut-off rate (%)", "Paused speech: cut-offs vs speed"),
+        out / "paused.png",
+        fontsize=8,
+    )
+
+
+def _labelled_points(
+    points: dict[str, tuple[float, float]], labels: tuple[str, str, str], path: Path, fontsize=10
+) -> Path:
+    """One named dot per design or model (x, y), with axis labels and a title."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, d in results["designs"].items():
-        p50 = d["voice_to_voice_s"]["p50"]
-        if p50 is None:
-            continue
-        ax.scatter(p50, d["false_cutoff_rate"] * 100, s=80)
-        ax.annotate(
-            name,
-            (p50, d["false_cutoff_rate"] * 100),
-            textcoords="offset points",
-            xytext=(6, 4),
-            fontsize=8,
-        )
-    ax.set_xlabel("voice-to-voice p50 (s)")
-    ax.set_ylabel("false cut-off rate (%)")
-    ax.set_title("Paused speech: cut-offs vs speed")
+    for name, (x, y) in points.items():
+        ax.scatter(x, y, s=80)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=fontsize)
+    _axes(ax, *labels)
+    return _save(fig, path)
+
+
+def _axes(ax, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
+
+
+def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    path = out / "paused.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
