@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,12 +11,19 @@ import numpy as np
 
 from transports.audio_file import AudioFileError, read_pcm16
 
-CLIPS_DIR = Path(__file__).resolve().parent / "clips"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CLIPS_DIR = REPO_ROOT / "benchmarks" / "clips"
 DEFAULT_MANIFEST = CLIPS_DIR / "manifest.tsv"
 SAMPLE_RATE = 16000
 # Silero runs on 512-sample (32 ms) windows at 16 kHz.
 VAD_WINDOW = 512
 VAD_THRESHOLD = 0.5
+
+
+def repo_path(path: Path | str) -> str:
+    """A file named relative to the repository, as a report should name it: the same on
+    every machine, and no machine's directories in a committed report."""
+    return Path(os.path.relpath(Path(path).resolve(), REPO_ROOT)).as_posix()
 
 
 @dataclass(frozen=True)

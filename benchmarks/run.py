@@ -14,7 +14,7 @@ from loguru import logger
 from tqdm import tqdm
 
 from benchmarks import report
-from benchmarks.clips import DEFAULT_MANIFEST, load_manifest
+from benchmarks.clips import DEFAULT_MANIFEST, load_manifest, repo_path
 from benchmarks.latency import (
     EIGHTY_TOKENS,
     THREE_SENTENCES,
@@ -123,7 +123,7 @@ def run_latency(args, config: NabuConfig) -> dict:
             "ttft_s": DEFAULT_TTFT_S if scripted else None,
             "tokens_per_s": DEFAULT_TOKENS_PER_S if scripted else None,
         },
-        "manifest": str(args.manifest or DEFAULT_MANIFEST),
+        "manifest": repo_path(args.manifest or DEFAULT_MANIFEST),
         "clips": len(clips),
         "repeat": repeat,
         "machine": _machine(),
@@ -183,7 +183,7 @@ def run_accuracy(args, config: NabuConfig) -> dict:
         "degraded_wer": configured["degraded_wer"],
         "degraded": "tempo 0.75x (sox), white noise at 10 dB SNR, telephone band 300-3400 Hz",
         "per_model": per_model,
-        "manifest": str(args.manifest or DEFAULT_MANIFEST),
+        "manifest": repo_path(args.manifest or DEFAULT_MANIFEST),
         "clips": len(clips),
         "machine": _machine(),
     }
