@@ -147,11 +147,12 @@ def build_tts(config: NabuConfig) -> TTSService:
     )
 
 
-def build_llm(config: NabuConfig) -> LLMService:
+def build_llm(config: NabuConfig, unanswered: set[str] | None = None) -> LLMService:
     return NabuOpenAILLMService(
         config=config.llm,
         locale=config.locale,
         system_prompt=config.llm.system_prompt or system_prompt(config.locale),
+        unanswered=unanswered,
     )
 
 
@@ -214,7 +215,9 @@ def build_session(
     # Shared by STT, release gate and history window: one sentence across Warren's pauses.
     utterance = UtteranceState() if config.turn.pause_tolerance_s > 0 else None
     stt = build_stt(config, utterance=utterance)
-    llm = build_llm(config)
+    # Questions the LLM failed to answer: the history window keeps them apart from the next.
+    unanswered: set[str] = set()
+    llm = build_llm(config, unanswered)
     tts = build_tts(config)
     conv = config.conversation
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
@@ -246,7 +249,7 @@ def build_session(
             nothing_to_repeat=conv.nothing_to_repeat,
         ),
         "user": user_aggregator,
-        "history": HistoryWindow(conv.history_turns, utterance),
+        "history": HistoryWindow(conv.history_turns, utterance, unanswered),
         "llm": llm,
         "tts": tts,
         "release_gate": SpeechReleaseGate(config.turn.pause_tolerance_s, utterance),

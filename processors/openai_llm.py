@@ -156,8 +156,18 @@ class _GuardedStream:
 class NabuOpenAILLMService(OpenAILLMService):
     """OpenAILLMService that always says something, and records only real answers."""
 
-    def __init__(self, *, config: LLMConfig, locale: LocaleConfig, system_prompt: str, **kwargs):
+    def __init__(
+        self,
+        *,
+        config: LLMConfig,
+        locale: LocaleConfig,
+        system_prompt: str,
+        unanswered: set[str] | None = None,
+        **kwargs,
+    ):
         self._config = config
+        # Questions it apologised for, shared with the history window (history_window.py).
+        self._unanswered = unanswered if unanswered is not None else set()
         self._available = config.is_configured
         self._locale = locale
         self._spoke = False
@@ -224,12 +234,15 @@ class NabuOpenAILLMService(OpenAILLMService):
         if answer == NO_LLM:
             logger.info(f"{self}: no LLM configured; apologising for [{question[:80]}]")
             self._apology = self._config.apology
+            self._unanswered.add(question)
             return
         if answer is not None:
             logger.info(f"{self}: local answer to [{question[:80]}]")
             await self._push_llm_text(answer)
             return
         self._apology = await self._answer(context)
+        if self._apology == self._config.apology:  # nothing of an answer was said
+            self._unanswered.add(question)
 
     async def _answer(self, context: LLMContext) -> str | None:
         """Ask the endpoints by the retry policy; the apology to speak, or None if answered."""
