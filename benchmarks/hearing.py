@@ -1,7 +1,9 @@
 """Hearing Warren right: the paused-speech, no-speech and vocabulary suites.
 
-- paused: does a sentence with 0.5-1.2 s pauses stay one turn? A false cut-off is a reply
-  that starts before he has finished, or an answered request that lacks part of his sentence.
+- paused: does a sentence with 0.5-1.2 s pauses stay one turn? Turn-taking and recognition
+  are scored apart: a false cut-off is a reply that starts before he has finished, or a reply
+  to a request sent before he had finished (the first stretches reached the LLM alone); a
+  stretch Whisper misheard in the whole sentence's request is a recognition miss, not a cut.
 - nospeech: noise, hum, music, breathing, clicks and backwards speech must put no words in
   front of the LLM (with and without the vocabulary prompt).
 - vocabulary: names, places and devices he uses, spoken by several voices and slowed down;
@@ -28,7 +30,7 @@ from benchmarks.latency import THREE_SENTENCES, TurnMeasure, run_conversation, s
 from benchmarks.suites import nospeech_suite, paused_suite
 from nabu_pipeline import engines
 from nabu_pipeline.config import NabuConfig
-from nabu_pipeline.scripted_llm import Script, ScriptedLLMServer
+from nabu_pipeline.scripted_llm import Recorded, Script, ScriptedLLMServer
 from transports.audio_file import read_pcm16
 
 # Each stretch of the sentence between pauses must be at least this present in the
@@ -67,15 +69,41 @@ VOCAB_SENTENCES = (
 ESPEAK_VOICES = ("en-us", "en-us+m3", "en-us+f2", "en+m7")
 
 
-def _answered_request(server: ScriptedLLMServer, m: TurnMeasure) -> str | None:
-    """The last user message of the request whose answer Warren heard first."""
+def _answered_request(server: ScriptedLLMServer, m: TurnMeasure) -> Recorded | None:
+    """The request whose answer Warren heard first (the last one before that answer began)."""
     if m.first_audio_at is None:
         return None
     asked = [r for r in server.requests if m.fed_at <= r.at < m.first_audio_at]
-    if not asked:
+    return asked[-1] if asked else None
+
+
+def _question(request: Recorded | None) -> str | None:
+    """The last user message of a request."""
+    if request is None:
         return None
-    users = [x for x in asked[-1].messages if x.get("role") == "user"]
+    users = [x for x in request.messages if x.get("role") == "user"]
     return str(users[-1]["content"]) if users else None
+
+
+def judge_paused(
+    transcript: str, pause_after_words: tuple[int, ...], m: TurnMeasure, answered: Recorded | None
+) -> dict:
+    """Turn-taking and recognition of one paused sentence, scored apart.
+
+    Cut off (turn-taking): a reply began before the speech ended, or the reply he heard
+    answers a request sent before the speech ended. Segmented STT transcribes only after
+    the speaker stops, so such a request cannot hold the last stretch, whatever Whisper
+    made of the words: the first stretches reached the LLM alone. All parts heard
+    (recognition): each stretch is at least half present in the answered request.
+    """
+    question = _question(answered)
+    return {
+        "cut_off": m.early_replies > 0 or (answered is not None and answered.at < m.speech_end_at),
+        "answered": answered is not None,
+        "all_parts_heard": _parts_present(transcript, pause_after_words, question),
+        "coverage": round(_coverage(transcript, question), 2),
+        "answered_request": question,
+    }
 
 
 def _windows(measures: list[TurnMeasure]) -> list[tuple[float, float]]:
@@ -122,34 +150,38 @@ def run_paused(args, config: NabuConfig) -> dict:
                 )
                 rows = []
                 for item, m, (lo, hi) in zip(items, measures, _windows(measures), strict=True):
-                    answered = _answered_request(s, m)
-                    coverage = _coverage(item.clip.transcript, answered)
-                    whole = _parts_present(item.clip.transcript, item.pause_after_words, answered)
-                    cut = m.early_replies > 0 or not whole
+                    verdict = judge_paused(
+                        item.clip.transcript, item.pause_after_words, m, _answered_request(s, m)
+                    )
                     rows.append(
                         {
                             "clip": item.source,
                             "pauses_s": list(item.pauses_s),
-                            "cut_off": cut,
+                            **verdict,
                             "early_replies": m.early_replies,
-                            "coverage": round(coverage, 2),
-                            "all_parts_heard": whole,
-                            "answered_request": answered,
                             "voice_to_voice_s": m.voice_to_voice_s,
                             "llm_requests": sum(lo <= r.at < hi for r in s.requests),
                         }
                     )
-                cut_offs = sum(r["cut_off"] for r in rows)
-                results["designs"][name] = {
-                    "false_cutoff_rate": round(cut_offs / len(rows), 3),
-                    "false_cutoffs": cut_offs,
-                    "voice_to_voice_s": summarise([r["voice_to_voice_s"] for r in rows]),
-                    "rows": rows,
-                }
+                results["designs"][name] = summarise_paused(rows)
     finally:
         progress.close()
     results["pauses"] = sum(len(i.pauses_s) for i in items)
     return results
+
+
+def summarise_paused(rows: list[dict]) -> dict:
+    """A design's figures: cut-offs (turn-taking) apart from misheard parts (recognition)."""
+    cut_offs = sum(r["cut_off"] for r in rows)
+    misheard = sum(r["answered"] and not r["cut_off"] and not r["all_parts_heard"] for r in rows)
+    return {
+        "false_cutoff_rate": round(cut_offs / len(rows), 3) if rows else None,
+        "false_cutoffs": cut_offs,
+        "misheard_parts": misheard,
+        "unanswered": sum(not r["answered"] for r in rows),
+        "voice_to_voice_s": summarise([r["voice_to_voice_s"] for r in rows]),
+        "rows": rows,
+    }
 
 
 def run_nospeech(args, config: NabuConfig) -> dict:

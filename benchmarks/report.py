@@ -60,14 +60,16 @@ def summary_table(results: dict) -> str:
         lines = [
             f"{results['items']} sentences, {results['pauses']} pauses of 0.5-1.2 s",
             "",
-            "| design | false cut-offs | rate | v2v p50 (s) | v2v p95 (s) |",
-            "|---|---|---|---|---|",
+            "| design | false cut-offs | rate | misheard parts | unanswered | v2v p50 (s) "
+            "| v2v p95 (s) |",
+            "|---|---|---|---|---|---|---|",
         ]
         for name, d in results["designs"].items():
             v = d["voice_to_voice_s"]
             lines.append(
                 f"| {name} | {d['false_cutoffs']}/{results['items']} | "
-                f"{d['false_cutoff_rate'] * 100:.0f} % | {_fmt(v['p50'])} | {_fmt(v['p95'])} |"
+                f"{d['false_cutoff_rate'] * 100:.0f} % | {d.get('misheard_parts', '–')} | "
+                f"{d.get('unanswered', '–')} | {_fmt(v['p50'])} | {_fmt(v['p95'])} |"
             )
         return "\n".join(lines)
     if suite == "nospeech":
@@ -97,12 +99,15 @@ def summary_table(results: dict) -> str:
         return "\n".join(lines)
     if suite == "accuracy":
         lines = [
-            "| model | WER clean | WER degraded | degraded/clean | RTF clean | RTF degraded |",
-            "|---|---|---|---|---|---|",
+            "| model | WER clean | WER degraded (mean of seeds) | seeds' spread | degraded/clean "
+            "| RTF clean | RTF degraded |",
+            "|---|---|---|---|---|---|---|",
         ]
         for name, r in results["per_model"].items():
+            spread = r.get("degraded_wer_spread")
             lines.append(
                 f"| {name} | {r['wer'] * 100:.1f} % | {r['degraded_wer'] * 100:.1f} % | "
+                f"{'–' if spread is None else f'{spread * 100:.1f} points'} | "
                 f"{_fmt(r['degraded_over_clean'])} | {r['rtf']:.3f} | {r['degraded_rtf']:.3f} |"
             )
         return "\n".join(lines)
@@ -236,24 +241,28 @@ def _hearing_markdown(r: dict, plots: list[Path]) -> str:
     out = [f"# {titles[r['suite']]}", "", summary_table(r), ""]
     if r["suite"] == "paused":
         out.append(
-            "A false cut-off is a reply that starts before the speaker has finished, or an "
-            "answered LLM request missing a part of the sentence (under half the words of any "
-            "stretch between pauses; coverage is the share of all words). Speculative "
-            "requests cancelled unheard are allowed. The recordings are clear read speech with "
-            "silences inserted: a proxy for Warren's pauses."
+            "Turn-taking and recognition are scored apart. A false cut-off is a reply that "
+            "starts before the speaker has finished, or the reply to an LLM request sent before "
+            "the speech ended (segmented STT cannot have heard the last stretch yet: the first "
+            "stretches reached the LLM alone). A misheard part is a stretch between pauses with "
+            "under half its words in the answered request of a turn that was not cut (Whisper's "
+            "doing, not turn-taking's); coverage is the share of all words. Speculative requests "
+            "cancelled unheard are allowed. The recordings are clear read speech with silences "
+            "inserted: a proxy for Warren's pauses."
         )
         for name, d in r["designs"].items():
             out += [
                 "",
                 f"## {name}",
                 "",
-                "| clip | pauses (s) | cut off | coverage | v2v | requests |",
-                "|---|---|---|---|---|---|",
+                "| clip | pauses (s) | cut off | all parts heard | coverage | v2v | requests |",
+                "|---|---|---|---|---|---|---|",
             ]
             for row in d["rows"]:
                 out.append(
                     f"| {row['clip']} | {row['pauses_s']} | "
-                    f"{'**yes**' if row['cut_off'] else 'no'} "
+                    f"{'**yes**' if row['cut_off'] else 'no'} | "
+                    f"{'yes' if row['all_parts_heard'] else '**no**'} "
                     f"| {row['coverage']:.2f} | {_fmt(row['voice_to_voice_s'])} | "
                     f"{row['llm_requests']} |"
                 )
