@@ -40,6 +40,17 @@ class Clip:
     def name(self) -> str:
         return self.path.stem
 
+    @classmethod
+    def measured(cls, path: Path, transcript: str, samples: np.ndarray) -> Clip:
+        """A clip whose speech bounds are measured on its samples."""
+        start, end = speech_bounds(samples)
+        return cls(path, transcript, len(samples) / SAMPLE_RATE, samples, start, end)
+
+    def variant(self, suffix: str, samples: np.ndarray) -> Clip:
+        """The same words in other audio (slowed, noisier, with pauses), measured anew."""
+        path = self.path.with_name(f"{self.name}_{suffix}.wav")
+        return Clip.measured(path, self.transcript, samples)
+
 
 class ManifestError(Exception):
     pass
@@ -77,17 +88,7 @@ def load_manifest(path: Path | None = None) -> list[Clip]:
                 samples = read_pcm16(audio, SAMPLE_RATE)
             except AudioFileError as e:
                 raise ManifestError(f"{path}, row {n}: {e}") from None
-            start, end = speech_bounds(samples)
-            clips.append(
-                Clip(
-                    path=audio,
-                    transcript=row["transcript"],
-                    duration_s=len(samples) / SAMPLE_RATE,
-                    samples=samples,
-                    speech_start_s=start,
-                    speech_end_s=end,
-                )
-            )
+            clips.append(Clip.measured(audio, row["transcript"], samples))
     if not clips:
         raise ManifestError(f"{path} lists no clips")
     return clips

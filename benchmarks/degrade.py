@@ -18,7 +18,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from benchmarks.clips import SAMPLE_RATE, Clip, speech_bounds
+from benchmarks.clips import SAMPLE_RATE, Clip
 
 TEMPO = 0.75
 SNR_DB = 10.0
@@ -71,12 +71,4 @@ def degrade(clip: Clip, seed: int = 0) -> Clip:
     noise *= np.sqrt(speech_power / 10 ** (SNR_DB / 10) / np.mean(noise**2))
     phone = _telephone(slow + noise)
     samples = (np.clip(phone, -1, 1) * 32767).astype(np.int16)
-    start, end = speech_bounds(samples)
-    return Clip(
-        path=clip.path.with_name(f"{clip.name}_degraded.wav"),
-        transcript=clip.transcript,
-        duration_s=len(samples) / SAMPLE_RATE,
-        samples=samples,
-        speech_start_s=start,
-        speech_end_s=end,
-    )
+    return clip.variant("degraded", samples)
