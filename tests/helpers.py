@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,3 +46,14 @@ async def wait_sessions(srv, n: int, within_s: float = 20) -> float:
         assert time.monotonic() - start < within_s, f"{now} sessions, expected {n}"
         await asyncio.sleep(0.1)
     return time.monotonic() - start
+
+
+def nabu(*args: str | Path, timeout: float = 240, **kwargs) -> subprocess.CompletedProcess:
+    """Run the real `nabu` command (this checkout's) with these arguments; output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "nabu_pipeline.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )

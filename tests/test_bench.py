@@ -10,6 +10,7 @@ import pytest
 from benchmarks.clips import DEFAULT_MANIFEST, repo_path
 
 from .conftest import CLIPS, ROOT
+from .helpers import nabu
 
 pytestmark = pytest.mark.slow
 
@@ -26,12 +27,7 @@ def manifest(tmp_path):
 
 
 def _bench(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "nabu_pipeline.cli", "bench", *args],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    return nabu("bench", *args, timeout=900)
 
 
 def test_latency_suite_writes_results_report_and_plots(tmp_path, manifest):

@@ -1,12 +1,11 @@
 """Config: typed, validated, frozen; env expansion; one clear error per user mistake."""
 
-import subprocess
-import sys
-
 import pytest
 from pydantic import ValidationError
 
 from nabu_pipeline.config import ConfigError, NabuConfig, expand_env, load_config
+
+from .helpers import nabu
 
 
 def write(tmp_path, text: str):
@@ -112,21 +111,14 @@ def test_cli_reports_config_error_without_traceback(tmp_path):
     import soundfile as sf
 
     sf.write(str(wav), np.zeros(1600, dtype=np.int16), 16000)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nabu_pipeline.cli",
-            "talk",
-            "--input",
-            str(wav),
-            "--output",
-            str(tmp_path / "o.wav"),
-            "--config",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
+    proc = nabu(
+        "talk",
+        "--input",
+        str(wav),
+        "--output",
+        str(tmp_path / "o.wav"),
+        "--config",
+        str(path),
         timeout=120,
     )
     assert proc.returncode == 2
@@ -136,37 +128,11 @@ def test_cli_reports_config_error_without_traceback(tmp_path):
 def test_cli_rejects_a_file_that_is_not_audio(tmp_path):
     bad = tmp_path / "notes.wav"
     bad.write_text("this is not audio")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nabu_pipeline.cli",
-            "talk",
-            "--input",
-            str(bad),
-            "--output",
-            str(tmp_path / "o.wav"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = nabu("talk", "--input", str(bad), "--output", str(tmp_path / "o.wav"), timeout=120)
     assert proc.returncode == 2
     assert "not an audio file" in proc.stderr and "Traceback" not in proc.stderr
-    missing = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nabu_pipeline.cli",
-            "talk",
-            "--input",
-            str(tmp_path / "x.wav"),
-            "--output",
-            str(tmp_path / "o.wav"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    missing = nabu(
+        "talk", "--input", str(tmp_path / "x.wav"), "--output", str(tmp_path / "o.wav"), timeout=120
     )
     assert missing.returncode == 2 and "not found" in missing.stderr
 

@@ -153,27 +153,28 @@ def reply_frames() -> list:
     return [LLMFullResponseStartFrame(), LLMTextFrame(REPLY), LLMFullResponseEndFrame()]
 
 
-def piper_service(voice, fallback: FallbackSpeech | None) -> PiperWithFallbackTTSService:
+def piper_service(voice, fallback: FallbackSpeech | None, **kwargs) -> PiperWithFallbackTTSService:
     return PiperWithFallbackTTSService(
-        fallback=fallback, voice=voice, voice_name="en_US-joe-medium", length_scale=1.0
+        fallback=fallback, voice=voice, voice_name="en_US-joe-medium", length_scale=1.0, **kwargs
     )
 
 
-def spoken(down) -> tuple[list[str], float]:
+async def say_reply(service) -> tuple[list[str], float, list]:
+    """The three-sentence reply through `service`: the sentences said, seconds of audio (24 kHz),
+    and the frames that went upstream."""
+    down, up = await run_test(
+        service,
+        frames_to_send=reply_frames(),
+        pipeline_params=PipelineParams(audio_out_sample_rate=24000),
+    )
     texts = [f.text for f in down if isinstance(f, TTSTextFrame)]
     audio = b"".join(f.audio for f in down if isinstance(f, TTSAudioRawFrame))
-    samples = np.frombuffer(audio, dtype=np.int16)
-    return texts, len(samples) / 24000
+    return texts, len(np.frombuffer(audio, dtype=np.int16)) / 24000, up
 
 
 async def test_piper_failing_on_one_sentence_skips_it_and_goes_on(piper_voice):
     voice = FailingVoice(piper_voice, word="porch")
-    down, up = await run_test(
-        piper_service(voice, None),
-        frames_to_send=reply_frames(),
-        pipeline_params=PipelineParams(audio_out_sample_rate=24000),
-    )
-    texts, seconds = spoken(down)
+    texts, seconds, up = await say_reply(piper_service(voice, None))
     assert texts == ["The front door is locked.", "The kettle is warm."], texts
     assert voice.spoken == ["The front door is locked.", "The kettle is warm."]
     assert seconds > 1.5
@@ -187,12 +188,7 @@ async def test_piper_failing_switches_to_the_fallback_voice(piper_voice):
             OpenAIEndpoint(base_url=srv.url, model="tts-1", api_key="sk-x"), "alloy"
         )
         service = piper_service(voice, fallback)
-        down, _ = await run_test(
-            service,
-            frames_to_send=reply_frames(),
-            pipeline_params=PipelineParams(audio_out_sample_rate=24000),
-        )
-    texts, seconds = spoken(down)
+        texts, seconds, _ = await say_reply(service)
     assert texts == ["The front door is locked.", "The porch light is on.", "The kettle is warm."]
     # Piper said the first sentence; the fallback the failed one and everything after it.
     assert voice.spoken == ["The front door is locked."]
@@ -205,12 +201,8 @@ async def test_piper_failing_switches_to_the_fallback_voice(piper_voice):
 async def test_fallback_tts_failing_skips_the_sentence(piper_voice):
     with ScriptedLLMServer(Script(audio_fault="500")) as srv:
         fallback = FallbackSpeech(OpenAIEndpoint(base_url=srv.url), "alloy")
-        down, _ = await run_test(
-            piper_service(FailingVoice(piper_voice, word="porch"), fallback),
-            frames_to_send=reply_frames(),
-            pipeline_params=PipelineParams(audio_out_sample_rate=24000),
-        )
-    texts, _ = spoken(down)
+        service = piper_service(FailingVoice(piper_voice, word="porch"), fallback)
+        texts, _, _ = await say_reply(service)
     assert texts == ["The front door is locked."], texts
 
 
@@ -292,20 +284,9 @@ async def test_tts_returns_to_piper_after_its_rest(piper_voice):
     voice = FlakyVoice(piper_voice)
     with ScriptedLLMServer(Script()) as srv:
         fallback = FallbackSpeech(OpenAIEndpoint(base_url=srv.url, model="tts-1"), "alloy")
-        service = PiperWithFallbackTTSService(
-            fallback=fallback,
-            voice=voice,
-            voice_name="en_US-joe-medium",
-            retry_local_after_s=60,
-            # Read at the failure (0 s), then before each sentence on the fallback: 40 s, 80 s.
-            clock=Ticking(40),
-        )
-        down, _ = await run_test(
-            service,
-            frames_to_send=reply_frames(),
-            pipeline_params=PipelineParams(audio_out_sample_rate=24000),
-        )
-    texts, seconds = spoken(down)
+        # The clock is read at the failure (0 s), then before each sentence on the fallback.
+        service = piper_service(voice, fallback, retry_local_after_s=60, clock=Ticking(40))
+        texts, seconds, _ = await say_reply(service)
     assert texts == ["The front door is locked.", "The porch light is on.", "The kettle is warm."]
     said = [r.fields["input"] for r in srv.audio_requests]
     assert said == ["The front door is locked.", "The porch light is on."], said

@@ -19,8 +19,6 @@ import io
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -36,7 +34,7 @@ from nabu_pipeline.scripted_llm import SPEECH_RATE_HZ, Script, ScriptedLLMServer
 from nabu_pipeline.talk import talk
 
 from .conftest import CLIPS, transcribe
-from .helpers import captured_logs, stored, wait_sessions
+from .helpers import captured_logs, nabu, stored, wait_sessions
 from .phone_client import FRAME_S, PhoneClient, audio_frame, load_pcm
 from .server_harness import cli_process, in_process
 from .test_failover_services import BrokenWhisper, FailingVoice
@@ -484,20 +482,13 @@ async def test_nabu_talk_against_a_failing_endpoint_exits_0_and_apologises(
         url = srv.url if failure == "500" else refused_url()
         env = {**os.environ, "NABU_LLM_BASE_URL": url, "OPENAI_API_KEY": SECRET}
         proc = await asyncio.to_thread(
-            subprocess.run,
-            [
-                sys.executable,
-                "-m",
-                "nabu_pipeline.cli",
-                "talk",
-                "--input",
-                str(CLIPS / "goforward.wav"),
-                "--output",
-                str(out),
-            ],
+            nabu,
+            "talk",
+            "--input",
+            CLIPS / "goforward.wav",
+            "--output",
+            out,
             cwd=tmp_path,  # outside the repository
-            capture_output=True,
-            text=True,
             timeout=180,
             env=env,
         )
