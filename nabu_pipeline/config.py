@@ -61,8 +61,8 @@ class STTConfig(_Frozen):
     provider: Literal["local_whisper", "openai"] = "local_whisper"
     """local_whisper: faster-whisper in-process; openai: the Whisper API (or compatible)."""
     fallback: Literal["none", "openai"] = "none"
-    """openai: when local Whisper fails, the `openai` endpoint below transcribes from then on
-    (the failed segment included); none: Nabu asks Warren to say it again."""
+    """openai: when local Whisper fails, the `openai` endpoint below transcribes (the failed
+    segment included) until retry_local_after_s has passed; none: Nabu asks him to say it again."""
     retry_local_after_s: float = Field(default=60.0, gt=0)
     """After a switch to the fallback, local Whisper is tried again this long later."""
     model: str = "base"
@@ -216,8 +216,8 @@ class TTSConfig(_Frozen):
 
     provider: Literal["piper", "openai"] = "piper"
     fallback: Literal["none", "openai"] = "none"
-    """openai: when Piper fails, the `openai` endpoint below speaks from then on (the failed
-    sentence included); none: a sentence Piper cannot say is skipped."""
+    """openai: when Piper fails, the `openai` endpoint below speaks (the failed sentence
+    included) until retry_local_after_s has passed; none: a sentence Piper cannot say is skipped."""
     retry_local_after_s: float = Field(default=60.0, gt=0)
     """After a switch to the fallback, Piper is tried again this long later."""
     voice: str = "en_US-joe-medium"
