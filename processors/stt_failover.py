@@ -147,7 +147,7 @@ class HandOverFailover(ServiceSwitcherStrategyFailover):
                 )
                 logger.warning(
                     f"STT failover: {failed.name} failed ({error.error[:200]}); {candidate.name} "
-                    "transcribes from now on"
+                    "transcribes while it rests"
                     + (", starting with the segment it failed on" if handed else "")
                 )
                 if handed:

@@ -116,7 +116,7 @@ class PiperWithFallbackTTSService(NabuPiperTTSService):
                 return
             logger.warning(
                 f"{self}: Piper failed on [{text[:60]}] ({cause}); the TTS fallback at "
-                f"{self._fallback.label} speaks from now on"
+                f"{self._fallback.label} speaks for the next {self._retry_local_after_s:g}s"
             )
             self._switch(to_fallback=True)
         async for frame in self._speak_with_fallback(text, context_id):
