@@ -2,8 +2,8 @@
 
 - paused: does a sentence with 0.5-1.2 s pauses stay one turn? Turn-taking and recognition
   are scored apart: a false cut-off is a reply that starts before he has finished, or a reply
-  to a request sent before he had finished (the first stretches reached the LLM alone); a
-  stretch Whisper misheard in the whole sentence's request is a recognition miss, not a cut.
+  to a request sent before Whisper had his last words (the first stretches reached the LLM
+  alone); a stretch Whisper misheard in the whole sentence's request is a recognition miss.
 - nospeech: noise, hum, music, breathing, clicks and backwards speech must put no words in
   front of the LLM (with and without the vocabulary prompt).
 - vocabulary: names, places and devices he uses, spoken by several voices and slowed down;
@@ -78,11 +78,16 @@ def _answered_request(server: ScriptedLLMServer, m: TurnMeasure) -> Recorded | N
 
 
 def _question(request: Recorded | None) -> str | None:
-    """The last user message of a request."""
+    """What the request asks: its user messages after the last answer, joined."""
     if request is None:
         return None
-    users = [x for x in request.messages if x.get("role") == "user"]
-    return str(users[-1]["content"]) if users else None
+    asking: list[str] = []
+    for message in request.messages:
+        if message.get("role") == "user":
+            asking.append(str(message.get("content", "")))
+        elif message.get("role") == "assistant":
+            asking = []
+    return " ".join(asking) if asking else None
 
 
 def judge_paused(
@@ -91,18 +96,23 @@ def judge_paused(
     """Turn-taking and recognition of one paused sentence, scored apart.
 
     Cut off (turn-taking): a reply began before the speech ended, or the reply he heard
-    answers a request sent before the speech ended. Segmented STT transcribes only after
-    the speaker stops, so such a request cannot hold the last stretch, whatever Whisper
-    made of the words: the first stretches reached the LLM alone. All parts heard
-    (recognition): each stretch is at least half present in the answered request.
+    answers a request sent before Whisper's last transcript of the clip. Segments are
+    transcribed in order, so that last transcript is the one holding his last words
+    (misheard or not): a request sent before it cannot hold them, and the first stretches
+    reached the LLM alone. All parts heard (recognition): each stretch between pauses is
+    at least half present, by the reference words, in what the answered request asks.
     """
     question = _question(answered)
+    before_last_words = m.last_transcript_at is not None and (
+        answered is not None and answered.at < m.last_transcript_at
+    )
     return {
-        "cut_off": m.early_replies > 0 or (answered is not None and answered.at < m.speech_end_at),
+        "cut_off": m.early_replies > 0 or before_last_words,
         "answered": answered is not None,
         "all_parts_heard": _parts_present(transcript, pause_after_words, question),
         "coverage": round(_coverage(transcript, question), 2),
         "answered_request": question,
+        "whisper_heard": m.heard_transcripts,
     }
 
 

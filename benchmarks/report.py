@@ -243,8 +243,9 @@ def _hearing_markdown(r: dict, plots: list[Path]) -> str:
         out.append(
             "Turn-taking and recognition are scored apart. A false cut-off is a reply that "
             "starts before the speaker has finished, or the reply to an LLM request sent before "
-            "the speech ended (segmented STT cannot have heard the last stretch yet: the first "
-            "stretches reached the LLM alone). A misheard part is a stretch between pauses with "
+            "Whisper's last transcript of the sentence (segments are transcribed in order, so "
+            "that request cannot hold the last stretch, misheard or not: the first stretches "
+            "reached the LLM alone). A misheard part is a stretch between pauses with "
             "under half its words in the answered request of a turn that was not cut (Whisper's "
             "doing, not turn-taking's); coverage is the share of all words. Speculative requests "
             "cancelled unheard are allowed. The recordings are clear read speech with silences "

@@ -16,9 +16,10 @@ from .conftest import CLIPS
 SENTENCE = "the birch canoe slid on the smooth planks"
 PAUSES_AFTER = (3, 6)  # "the birch canoe | slid on the | smooth planks"
 FED_AT, SPEECH_END = 100.0, 104.0
+LAST_WORDS_AT = SPEECH_END + 0.8  # Whisper's transcript holding "smooth planks"
 
 
-def measure(early_replies: int = 0) -> TurnMeasure:
+def measure(early_replies: int = 0, last_transcript_at: float = LAST_WORDS_AT) -> TurnMeasure:
     return TurnMeasure(
         "nabu",
         "clip",
@@ -28,44 +29,65 @@ def measure(early_replies: int = 0) -> TurnMeasure:
         early_replies=early_replies,
         fed_at=FED_AT,
         speech_end_at=SPEECH_END,
-        first_audio_at=SPEECH_END + 1.5,
+        first_audio_at=SPEECH_END + 3.0,
+        last_transcript_at=last_transcript_at,
     )
 
 
-def request(text: str, at: float) -> Recorded:
-    return Recorded(messages=[{"role": "user", "content": text}], body={}, at=at)
+def request(*asked: str, at: float) -> Recorded:
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Good morning."},
+        {"role": "assistant", "content": "Good morning, Warren."},
+        *({"role": "user", "content": text} for text in asked),
+    ]
+    return Recorded(messages=messages, body={}, at=at)
 
 
 def test_misheard_first_words_of_a_stretch_are_not_a_cut():
-    # One request after he finished, holding the whole sentence; Whisper got "slid on the" wrong.
-    heard = request("the birch canoe slipped under smooth planks", SPEECH_END + 0.9)
+    # One request after Whisper had his last words; it got "slid on the" wrong.
+    heard = request("the birch canoe slipped under smooth planks", at=LAST_WORDS_AT + 0.1)
     verdict = judge_paused(SENTENCE, PAUSES_AFTER, measure(), heard)
     assert not verdict["cut_off"] and verdict["answered"]
     assert not verdict["all_parts_heard"]  # a recognition miss, scored apart
 
 
 def test_a_stretch_that_reached_the_llm_alone_is_a_cut_whatever_whisper_heard():
-    # Answered before the speech ended: it cannot hold the last stretch, even if the words match.
-    early = request("the birch canoe slid on the", FED_AT + 2.5)
+    # Sent before the speech ended: it cannot hold the last stretch.
+    early = request("the birch canoe slid on the", at=FED_AT + 2.5)
     verdict = judge_paused(SENTENCE, PAUSES_AFTER, measure(), early)
     assert verdict["cut_off"] and not verdict["all_parts_heard"]
+    # Under load Whisper is late: the first stretches' request goes after the speech ended,
+    # but still before the transcript of his last words. Still a cut.
+    late = request("the birch canoe slid on the", at=SPEECH_END + 0.5)
+    assert judge_paused(SENTENCE, PAUSES_AFTER, measure(), late)["cut_off"]
     # A reply that started before he finished is a cut even when its request was whole.
-    whole = request(SENTENCE, SPEECH_END + 0.9)
+    whole = request(SENTENCE, at=LAST_WORDS_AT + 0.1)
     assert judge_paused(SENTENCE, PAUSES_AFTER, measure(early_replies=1), whole)["cut_off"]
 
 
 def test_the_whole_sentence_heard_whole_is_clean():
-    verdict = judge_paused(SENTENCE, PAUSES_AFTER, measure(), request(SENTENCE, SPEECH_END + 1))
+    verdict = judge_paused(
+        SENTENCE, PAUSES_AFTER, measure(), request(SENTENCE, at=LAST_WORDS_AT + 0.1)
+    )
     assert not verdict["cut_off"] and verdict["all_parts_heard"] and verdict["coverage"] == 1.0
+
+
+def test_the_question_is_every_user_message_since_the_last_answer():
+    # pipecat's own aggregator leaves the stretches as separate user messages.
+    split = request("the birch canoe", "slid on the", "smooth planks", at=LAST_WORDS_AT + 0.1)
+    verdict = judge_paused(SENTENCE, PAUSES_AFTER, measure(), split)
+    assert verdict["answered_request"] == "the birch canoe slid on the smooth planks"
+    assert verdict["all_parts_heard"] and "morning" not in verdict["answered_request"]
 
 
 def test_a_design_summary_counts_cuts_misses_and_silence_apart():
     rows = [
         {**judge_paused(SENTENCE, PAUSES_AFTER, measure(), req), "voice_to_voice_s": 1.5}
         for req in (
-            request(SENTENCE, SPEECH_END + 1),  # clean
-            request("the birch canoe slid on the", FED_AT + 2.5),  # cut
-            request("the birch canoe slipped under smooth planks", SPEECH_END + 1),  # misheard
+            request(SENTENCE, at=LAST_WORDS_AT + 0.1),  # clean
+            request("the birch canoe slid on the", at=FED_AT + 2.5),  # cut
+            request("the birch canoe slipped under smooth planks", at=LAST_WORDS_AT + 0.1),
             None,  # no answer at all
         )
     ]
