@@ -62,8 +62,10 @@ class STTConfig(_Frozen):
     provider: Literal["local_whisper", "openai"] = "local_whisper"
     """local_whisper: faster-whisper in-process; openai: the Whisper API (or compatible)."""
     fallback: Literal["none", "openai"] = "none"
-    """openai: when local Whisper fails, the `openai` endpoint below transcribes from then on
-    (the failed segment included); none: Nabu asks Warren to say it again."""
+    """openai: when local Whisper fails, the `openai` endpoint below transcribes (the failed
+    segment included) until retry_local_after_s has passed; none: Nabu asks him to say it again."""
+    retry_local_after_s: float = Field(default=60.0, gt=0)
+    """After a switch to the fallback, local Whisper is tried again this long later."""
     model: str = "base"
     """base or tiny.en (offline, from PyPI packages), any faster-whisper name, or a directory.
     base is the default: 4.6 % WER against tiny.en's 6.6 % on the shipped clips, and its extra
@@ -221,8 +223,10 @@ class TTSConfig(_Frozen):
     provider: Literal["piper", "openai"] = "piper"
     """piper: the Piper voice in-process; openai: the OpenAI-protocol speech endpoint below."""
     fallback: Literal["none", "openai"] = "none"
-    """openai: when Piper fails, the `openai` endpoint below speaks from then on (the failed
-    sentence included); none: a sentence Piper cannot say is skipped."""
+    """openai: when Piper fails, the `openai` endpoint below speaks (the failed sentence
+    included) until retry_local_after_s has passed; none: a sentence Piper cannot say is skipped."""
+    retry_local_after_s: float = Field(default=60.0, gt=0)
+    """After a switch to the fallback, Piper is tried again this long later."""
     voice: str = "en_US-joe-medium"
     """A Piper voice: the bundled en_US-joe-medium, or a name found in voice_dir."""
     voice_dir: str = ""
@@ -446,6 +450,16 @@ class NabuConfig(_Frozen):
     server: ServerConfig = ServerConfig()
     source: Annotated[str, Field(exclude=True)] = ""
     """Where this config came from (for messages)."""
+
+    def with_changes(self, **sections: dict) -> NabuConfig:
+        """A copy with some fields of some sections replaced, validated like a loaded file.
+
+        `model_copy(update=...)` would skip validation and leave nested sections as dicts.
+        """
+        data = self.model_dump(exclude={"source"})
+        for section, values in sections.items():
+            data[section].update(values)
+        return NabuConfig(**data, source=self.source)
 
 
 SECTIONS = tuple(name for name in NabuConfig.model_fields if name != "source")

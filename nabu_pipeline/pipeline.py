@@ -51,6 +51,7 @@ from processors.echo_canceller import (
     stamp_capture_times,
 )
 from processors.history_window import HistoryWindow
+from processors.openai_endpoint import api_key
 from processors.openai_llm import NabuOpenAILLMService
 from processors.phrases import LOCAL_QUESTIONS, Command, PhraseMatcher
 from processors.repeat_requests import RepeatRequestHandler
@@ -84,7 +85,7 @@ def describe_llm(config: NabuConfig) -> str:
 def _openai_stt(config: NabuConfig) -> STTService:
     stt = config.stt
     return NabuOpenAISTTService(
-        api_key=stt.openai.api_key or "not-needed",
+        api_key=api_key(stt.openai.api_key),
         base_url=stt.openai.base_url,
         settings=NabuOpenAISTTService.Settings(model=stt.openai.model or "whisper-1"),
         ttfs_p99_latency=stt.ttfs_p99_s,
@@ -97,15 +98,8 @@ def build_stt(config: NabuConfig, utterance: UtteranceState | None = None) -> Fr
     if stt.provider == "openai":
         return _openai_stt(config)
     has_fallback = stt.fallback == "openai"
-    try:
-        loaded = engines.whisper(stt)
-    except Exception as e:
-        if not has_fallback:
-            raise
-        logger.warning(
-            f"STT: local Whisper {stt.model} could not be loaded ({type(e).__name__}: "
-            f"{str(e)[:160]}); the fallback at {stt.openai.base_url} transcribes instead"
-        )
+    loaded = engines.local_or_none(engines.whisper, stt)
+    if loaded is None:
         return _openai_stt(config)
     local = FailoverWhisperSTTService(
         has_fallback=has_fallback,
@@ -119,44 +113,41 @@ def build_stt(config: NabuConfig, utterance: UtteranceState | None = None) -> Fr
     )
     if not has_fallback:
         return local
-    return STTFailoverSwitcher([local, _openai_stt(config)])
+    return STTFailoverSwitcher(
+        [local, _openai_stt(config)], retry_local_after_s=stt.retry_local_after_s
+    )
+
+
+def _openai_tts(config: NabuConfig) -> TTSService:
+    from pipecat.services.openai.tts import OpenAITTSService
+
+    tts = config.tts
+    return OpenAITTSService(
+        api_key=api_key(tts.openai.api_key),
+        base_url=tts.openai.base_url,
+        settings=OpenAITTSService.Settings(
+            model=tts.openai.model or "tts-1", voice=tts.openai_voice
+        ),
+        text_transforms=[("*", shape_for_speech)],
+    )
 
 
 def build_tts(config: NabuConfig) -> TTSService:
     """Piper (with the OpenAI-protocol fallback per sentence when configured), or OpenAI TTS."""
     tts = config.tts
-    transforms = [("*", shape_for_speech)]
     if tts.provider == "openai":
-        from pipecat.services.openai.tts import OpenAITTSService
-
-        return OpenAITTSService(
-            api_key=tts.openai.api_key or "not-needed",
-            base_url=tts.openai.base_url,
-            settings=OpenAITTSService.Settings(
-                model=tts.openai.model or "tts-1", voice=tts.openai_voice
-            ),
-            text_transforms=transforms,
-        )
-    fallback = FallbackSpeech(tts.openai, tts.openai_voice) if tts.fallback == "openai" else None
-    try:
-        voice = engines.piper(tts)
-    except Exception as e:
-        if fallback is None:
-            raise
-        logger.warning(
-            f"TTS: Piper voice {tts.voice} could not be loaded ({type(e).__name__}: "
-            f"{str(e)[:160]}); the fallback at {fallback.label} speaks instead"
-        )
-        return build_tts(
-            config.model_copy(update={"tts": tts.model_copy(update={"provider": "openai"})})
-        )
+        return _openai_tts(config)
+    voice = engines.local_or_none(engines.piper, tts)
+    if voice is None:
+        return _openai_tts(config)
     return PiperWithFallbackTTSService(
-        fallback=fallback,
+        fallback=FallbackSpeech(tts.openai, tts.openai_voice) if tts.fallback == "openai" else None,
+        retry_local_after_s=tts.retry_local_after_s,
         voice=voice,
         voice_name=tts.voice,
         length_scale=tts.length_scale,
         volume=tts.volume,
-        text_transforms=transforms,
+        text_transforms=[("*", shape_for_speech)],
     )
 
 
@@ -175,12 +166,17 @@ def build_matcher(config: NabuConfig) -> PhraseMatcher:
     )
 
 
-def build_llm(config: NabuConfig, matcher: PhraseMatcher | None = None) -> LLMService:
+def build_llm(
+    config: NabuConfig,
+    matcher: PhraseMatcher | None = None,
+    unanswered: set[str] | None = None,
+) -> LLMService:
     return NabuOpenAILLMService(
         config=config.llm,
         locale=config.locale,
         system_prompt=config.llm.system_prompt or system_prompt(config.locale),
         matcher=matcher or build_matcher(config),
+        unanswered=unanswered,
     )
 
 
@@ -244,7 +240,9 @@ def build_session(
     utterance = UtteranceState() if config.turn.pause_tolerance_s > 0 else None
     stt = build_stt(config, utterance=utterance)
     matcher = build_matcher(config)
-    llm = build_llm(config, matcher)
+    # Questions the LLM failed to answer: the history window keeps them apart from the next.
+    unanswered: set[str] = set()
+    llm = build_llm(config, matcher, unanswered)
     tts = build_tts(config)
     conv = config.conversation
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
@@ -274,7 +272,7 @@ def build_session(
             nothing_to_repeat=conv.nothing_to_repeat,
         ),
         "user": user_aggregator,
-        "history": HistoryWindow(conv.history_turns, utterance),
+        "history": HistoryWindow(conv.history_turns, utterance, unanswered),
         "llm": llm,
         "tts": tts,
         "release_gate": SpeechReleaseGate(config.turn.pause_tolerance_s, utterance),

@@ -215,11 +215,14 @@ class ScriptedLLMServer:
         speak = self.script.speak or tone_pcm
         pcm = await asyncio.to_thread(speak, text)
         resp = web.StreamResponse(headers={"Content-Type": "audio/pcm"})
-        await resp.prepare(request)
         step = SPEECH_RATE_HZ // 10 * 2  # 100 ms chunks, as a streaming TTS sends them
-        for i in range(0, len(pcm), step):
-            await resp.write(pcm[i : i + step])
-        await resp.write_eof()
+        try:
+            await resp.prepare(request)
+            for i in range(0, len(pcm), step):
+                await resp.write(pcm[i : i + step])
+            await resp.write_eof()
+        except ConnectionError:
+            pass  # the client cancelled (an interrupted sentence): nothing to answer
         return resp
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
@@ -256,11 +259,11 @@ class ScriptedLLMServer:
             await asyncio.sleep(script.ttft_s + generation_s)
             return web.json_response(_completion(model, reply))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
         try:
+            await resp.prepare(request)
             await self._stream_reply(request, resp, script, fault, reply, model)
         except ConnectionError:
-            pass  # the client went away (or gave up on a broken stream): nothing to answer
+            pass  # the client cancelled (or gave up on a broken stream): nothing to answer
         return resp
 
     async def _stream_reply(self, request, resp, script: Script, fault, reply: str, model: str):

@@ -237,21 +237,10 @@ class NabuServer:
         # fallback configured, a local model that will not load is not fatal: each
         # session then uses the fallback (pipeline.build_stt / build_tts).
         stt, tts = self.config.stt, self.config.tts
-        for wanted, loader, cfg, has_fallback in (
-            (stt.provider == "local_whisper", engines.whisper, stt, stt.fallback == "openai"),
-            (tts.provider == "piper", engines.piper, tts, tts.fallback == "openai"),
-        ):
-            if not wanted:
-                continue
-            try:
-                await asyncio.to_thread(loader, cfg)
-            except Exception as e:
-                if not has_fallback:
-                    raise
-                logger.warning(
-                    f"{loader.__name__}: local model failed to load ({type(e).__name__}: "
-                    f"{str(e)[:160]}); sessions will use the configured fallback"
-                )
+        if stt.provider == "local_whisper":
+            await asyncio.to_thread(engines.local_or_none, engines.whisper, stt)
+        if tts.provider == "piper":
+            await asyncio.to_thread(engines.local_or_none, engines.piper, tts)
         await self.store.open()
         pruner = asyncio.create_task(self._prune_forever(), name="nabu-store-prune")
         logger.info(
