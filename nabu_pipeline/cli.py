@@ -1,4 +1,4 @@
-"""The `nabu` command: talk, serve, mic, bench (names other tools rely on; DESIGN.md)."""
+"""The `nabu` command: talk, serve, devices, mic, bench (names other tools rely on; DESIGN.md)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=7860)
     serve.add_argument("--config", type=Path, default=None)
+    serve.add_argument("--certfile", default=None, help="PEM certificate: serve HTTPS")
+    serve.add_argument("--keyfile", default=None, help="PEM private key of --certfile")
+
+    devices = sub.add_parser("devices", help="phones paired with `nabu serve` (device tokens)")
+    devices.add_argument("--config", type=Path, default=None)
+    dev = devices.add_subparsers(dest="action", required=True)
+    dev.add_parser("list", help="paired and revoked devices")
+    revoke = dev.add_parser("revoke", help="stop a device's token working")
+    revoke.add_argument("id", type=int)
 
     mic = sub.add_parser("mic", help="talk to Nabu through this machine's microphone and speaker")
     mic.add_argument("--config", type=Path, default=None)
@@ -70,6 +79,40 @@ def _talk(args) -> int:
     return 0
 
 
+def _serve_config(args):
+    """The config with --certfile/--keyfile (they override server.tls_certfile/tls_keyfile)."""
+    config = load_config(args.config)
+    if args.certfile is None and args.keyfile is None:
+        return config
+    try:
+        server = type(config.server).model_validate(
+            {
+                **config.server.model_dump(),
+                "tls_certfile": args.certfile or "",
+                "tls_keyfile": args.keyfile or "",
+            }
+        )
+    except ValueError as e:
+        raise ConfigError(f"--certfile/--keyfile: {e.errors()[0]['msg']}") from None
+    return config.model_copy(update={"server": server})
+
+
+def _devices(args) -> int:
+    from nabu_pipeline.devices import DeviceError, DeviceStore, format_devices
+
+    store = DeviceStore(load_config(args.config).server.data_path)
+    if args.action == "list":
+        print(format_devices(store.list()))
+        return 0
+    try:
+        device = store.revoke(args.id)
+    except DeviceError as e:
+        print(f"nabu: {e}", file=sys.stderr)
+        return 2
+    print(f"Revoked device {device.id} ({device.name}); its token no longer connects.")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging(args.log_level)
@@ -84,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from nabu_pipeline.server import serve
 
-            return serve(load_config(args.config), args.host, args.port)
+            return serve(_serve_config(args), args.host, args.port)
+        if args.command == "devices":
+            return _devices(args)
         if args.command == "mic":
             from transports.local_mic import main as mic_main
 

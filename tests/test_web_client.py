@@ -106,7 +106,7 @@ def test_pipecat_web_client_in_chromium(tmp_path):
                     "--autoplay-policy=no-user-gesture-required",
                     "--enable-logging=stderr",
                     "--v=0",
-                    f"{srv.http}/?autostart=1&token={token}",
+                    f"{srv.http}/desk?autostart=1&token={token}",
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
