@@ -178,9 +178,11 @@ def test_phone_app_pairs_answers_and_survives_a_server_restart(tmp_path):
 
                 # Installable: the browser accepts the manifest and the service worker.
                 sw_state = page.evaluate(
-                    "navigator.serviceWorker.ready.then(r => r.active && r.active.state)"
+                    "navigator.serviceWorker.ready.then(r => r.active.state === 'activated'"
+                    " ? 'activated' : new Promise(ok => r.active.addEventListener("
+                    "'statechange', e => e.target.state === 'activated' && ok('activated'))))"
                 )
-                assert sw_state in ("activating", "activated"), sw_state
+                assert sw_state == "activated", sw_state
                 cdp = browser.new_cdp_session(page)
                 manifest = cdp.send("Page.getAppManifest")
                 assert manifest["url"].endswith("/manifest.webmanifest")
