@@ -46,11 +46,13 @@ needs_browser = pytest.mark.skipif(
 )
 
 
-def spoken_question(out: Path, lead_s: float = 3.0, tail_s: float = 150.0) -> None:
-    """espeak-ng says QUESTION, padded with silence (Chromium loops the fake microphone file)."""
+def spoken_question(
+    out: Path, lead_s: float = 3.0, tail_s: float = 150.0, text: str = QUESTION
+) -> None:
+    """espeak-ng says `text`, padded with silence (Chromium loops the fake microphone file)."""
     raw = out.with_suffix(".raw.wav")
     subprocess.run(
-        ["espeak-ng", "-v", "en-us", "-s", "135", "-w", str(raw), QUESTION],
+        ["espeak-ng", "-v", "en-us", "-s", "135", "-w", str(raw), text],
         check=True,
         timeout=60,
     )
@@ -347,4 +349,51 @@ def test_phone_app_says_what_to_do_when_the_microphone_is_refused(tmp_path):
         shot(page, shots, "microphone-refused")
         assert axe_violations(page) == []
         assert srv.health()["sessions"] == 0  # nothing connected without a microphone
+        browser.close()
+
+
+@pytest.mark.slow
+@needs_browser
+def test_hold_to_talk_hears_only_while_the_button_is_held(tmp_path):
+    """A noisy room: what is said while the button is up never reaches Nabu."""
+    ignored, asked = tmp_path / "ignored.wav", tmp_path / "asked.wav"
+    spoken_question(ignored, lead_s=3.0, tail_s=14.0, text="Turn on the kitchen radio.")
+    spoken_question(asked, lead_s=0.0, tail_s=150.0)
+    a, rate = sf.read(str(ignored), dtype="float32")
+    b, _ = sf.read(str(asked), dtype="float32")
+    mic = tmp_path / "mic.wav"
+    sf.write(str(mic), np.concatenate([a, b]), rate)  # kitchen radio at ~3 s, question at ~19 s
+    with (
+        ScriptedLLMServer(Script(reply=FIRST_REPLY, ttft_s=0.2)) as llm,
+        cli_process(
+            {"NABU_LLM_BASE_URL": llm.url, "NABU_DATA_DIR": str(tmp_path / "data")},
+            tmp_path / "serve.log",
+        ) as srv,
+        playwright.sync_playwright() as pw,
+    ):
+        browser = launch(pw, tmp_path / "profile", mic)
+        page = browser.pages[0] if browser.pages else browser.new_page()
+        page.goto(f"{srv.http}/")
+        wait_for(page, "ev.some(e => e.type === 'loaded')", 30, "app loaded")
+        page.click("text=Hold to talk")
+        page.click("#big")
+        wait_for(page, "ev.some(e => e.type === 'bot-ready')", 90, "connected")
+        assert page.inner_text("#big-label") == "Hold to talk"
+        assert page.inner_text("#status-word") == "Ready"
+        page.wait_for_timeout(13000)  # the kitchen radio plays to a closed microphone
+        assert count(page, "user-transcription") == 0, events(page)
+        box = page.locator("#big").bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.down()
+        wait_for(page, "document.body.dataset.state === 'listening'", 10, "held")
+        assert page.inner_text("#big-label").startswith("Listening")
+        page.wait_for_timeout(12000)  # the question, spoken while holding
+        page.mouse.up()
+        wait_for(page, "ev.some(e => e.type === 'bot-stopped-speaking')", 120, "answered")
+        heard = page.inner_text("#you-said").lower()
+        assert "locked" in heard and "kitchen" not in heard and "radio" not in heard, heard
+        assert page.inner_text("#nabu-said") == FIRST_REPLY
+        sent = json.dumps([r.messages for r in llm.requests]).lower()
+        assert len(llm.requests) == 1 and "locked" in sent and "kitchen" not in sent
+        print(f"\nHold to talk: heard only {heard!r} (the radio before the hold was not sent)")
         browser.close()
