@@ -140,5 +140,12 @@ def announce_pairing(server: NabuServer, host: str, port: int, *, tls: bool, loc
         )
     if sys.stdout.isatty():
         print_link(server.pairing.adopt(new_link(server.devices, server.pairing.address)))
+        if local and not settings.public_url:
+            print(
+                "  (This address works on this machine only. For a phone, start Nabu with\n"
+                "   --host 0.0.0.0 and a certificate, or behind an HTTPS proxy with\n"
+                "   server.public_url set: README, 'The phone app'.)\n",
+                flush=True,
+            )
     else:
         logger.info("To pair a phone, open /desk on this machine (it shows a link and QR code)")

@@ -29,6 +29,7 @@
   let paused = false;         // hands-free, paused by the big button
   let held = false;           // hold-to-talk: the big button is down
   let userText = "", botText = "", replyDone = true;
+  let serverSaid = "";        // the last error the server gave for refusing a connection
   window.nabuEvents = [];
 
   function emit(type, data = {}) {
@@ -206,6 +207,7 @@
           emit("bot-ready");
           const back = everReady;
           everReady = true;
+          serverSaid = "";
           idleListening(back ? "Connected again. Carry on where you left off." : undefined);
           keepScreenOn();
         },
@@ -255,6 +257,7 @@
           const data = (message && message.data) || {};
           const error = data.error || data.message || String(message);
           emit("error", { error, fatal: !!data.fatal });
+          if (data.fatal && !ready) serverSaid = error;
           if (/newer connection/.test(error)) {
             wanted = false;  // Nabu was opened elsewhere: do not fight over the conversation
             problem("Nabu is open somewhere else",
@@ -296,6 +299,12 @@
 
   // The server refuses this phone (not paired, or revoked) or cannot be reached at all.
   async function explainUnreachable() {
+    if (serverSaid) {
+      problem("Nabu can't talk just now", "<p></p><p>Nabu keeps trying by itself.</p>");
+      $("problem-text").firstChild.textContent = "Nabu says: " + serverSaid;
+      emit("problem", { kind: "refused", error: serverSaid });
+      return;
+    }
     let up = false;
     try {
       const base = saved.get("server") || location.origin;
