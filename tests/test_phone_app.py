@@ -348,6 +348,11 @@ def test_phone_app_says_what_to_do_when_the_microphone_is_refused(tmp_path):
         assert page.inner_text("#big-label") == "Try again now"
         shot(page, shots, "microphone-refused")
         assert axe_violations(page) == []
+        # Text that scales (WCAG 1.4.4): at twice the phone's text size nothing runs off the side.
+        page.evaluate("document.documentElement.style.fontSize = '200%'")
+        wide = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert wide <= 0, f"{wide}px wider than the phone at 200% text"
+        shot(page, shots, "microphone-refused-200pc-text")
         assert srv.health()["sessions"] == 0  # nothing connected without a microphone
         browser.close()
 
