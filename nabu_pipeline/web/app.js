@@ -18,12 +18,17 @@
   const RETRY_MAX_MS = 10000;        // reconnect attempts back off to at most this
   const UNREACHABLE_AFTER = 3;        // failed attempts before the "cannot reach" advice shows
   const THINKING_LIMIT_MS = 20000;    // no answer by then: show Listening again (no error)
+  const QUIET_GAP_MS = 2000;          // a reconnection quicker than this is not worth a word
+                                      // (the server closes a silent session every few minutes)
 
   let client = null;          // the PipecatClient of the current connection
   let mediaManager = null;
   let wanted = false;         // Warren started the app (and has not been told to stop trying)
   let attempts = 0;           // failed connection attempts in a row
   let everReady = false;      // a connection has worked in this app run
+  let lostAt = 0;             // when the working connection dropped (0: it has not)
+  let quietTimer = null;
+  const outage = () => lostAt !== 0 && performance.now() - lostAt >= QUIET_GAP_MS;
   let retryTimer = null, thinkingTimer = null, wakeLock = null;
   let mode = saved.get("mode") === "hold" ? "hold" : "handsfree";
   let paused = false;         // hands-free, paused by the big button
@@ -182,7 +187,8 @@
   async function connect() {
     clearTimeout(retryTimer);
     if (!wanted || document.hidden || client) return;
-    show(everReady ? "reconnecting" : "connecting");
+    if (!everReady) show("connecting");
+    else if (outage()) show("reconnecting");
     if (!(await microphoneAllowed())) {
       wanted = false;
       show("problem", "Nabu is not listening.");
@@ -205,8 +211,10 @@
           attempts = 0;
           clearProblem();
           emit("bot-ready");
-          const back = everReady;
+          const back = outage();
           everReady = true;
+          lostAt = 0;
+          clearTimeout(quietTimer);
           serverSaid = "";
           idleListening(back ? "Connected again. Carry on where you left off." : undefined);
           keepScreenOn();
@@ -291,7 +299,14 @@
     }
     if (document.hidden) return;  // comes back in onVisible
     attempts += wasReady ? 0 : 1;
-    show("reconnecting");
+    if (!lostAt) lostAt = performance.now();
+    if (outage()) show("reconnecting");
+    else {
+      clearTimeout(quietTimer);
+      quietTimer = setTimeout(() => {
+        if (wanted && lostAt && state !== "problem") show("reconnecting");
+      }, QUIET_GAP_MS);
+    }
     if (attempts >= UNREACHABLE_AFTER) await explainUnreachable();
     const delay = Math.min(500 * 2 ** Math.max(attempts - 1, 0), RETRY_MAX_MS);
     retryTimer = setTimeout(connect, delay);
@@ -362,6 +377,9 @@
   big.addEventListener("keydown", (e) => { if ((e.key === " " || e.key === "Enter") && mode === "hold" && client) { e.preventDefault(); if (!e.repeat) hold(true); } });
   big.addEventListener("keyup", (e) => { if (e.key === " " || e.key === "Enter") hold(false); });
   big.addEventListener("contextmenu", (e) => e.preventDefault());
+
+  // Before the first start the status band shows a "play" sign: tapping it starts too.
+  $("status").addEventListener("click", () => { if (state === "idle") start(); });
 
   $("stop").addEventListener("click", () => {
     emit("stop-pressed");
