@@ -164,6 +164,15 @@ def test_phone_app_pairs_answers_and_survives_a_server_restart(tmp_path):
                 ).json()
                 link = pairing["url"]
                 assert link.startswith(f"{srv.http}/#pair=") and "<svg" in pairing["svg"]
+                # The desk page shows the same link and its QR code once given the master token.
+                desk = browser.new_page()
+                desk.goto(f"{srv.http}/desk")
+                desk.fill("#token", MASTER)
+                desk.click("#pair-refresh")
+                desk.wait_for_selector("#pair-qr svg", timeout=30000)
+                assert desk.inner_text("#pair-url") == link
+                desk.locator("#pairing").screenshot(path=str(shots / "desk-pairing.png"))
+                desk.close()
                 device_token = link.split("#pair=")[1]
                 assert len(device_token) >= 40 and device_token != MASTER
 
