@@ -34,7 +34,14 @@ class PairingLink:
         """The QR code as an inline SVG element (dark on white, big quiet zone for cameras)."""
         out = io.BytesIO()
         segno.make(self.url, error="m").save(
-            out, kind="svg", scale=6, border=4, xmldecl=False, svgns=True, title="Pairing link"
+            out,
+            kind="svg",
+            scale=6,
+            border=4,
+            xmldecl=False,
+            svgns=True,
+            title="Pairing link",
+            omitsize=True,  # sized by the page
         )
         return out.getvalue().decode()
 
