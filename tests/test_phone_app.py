@@ -415,3 +415,47 @@ def test_hold_to_talk_hears_only_while_the_button_is_held(tmp_path):
         assert len(llm.requests) == 1 and "locked" in sent and "kitchen" not in sent
         print(f"\nHold to talk: heard only {heard!r} (the radio before the hold was not sent)")
         browser.close()
+
+
+@pytest.mark.slow
+@needs_browser
+def test_server_closing_a_quiet_session_goes_unnoticed(tmp_path):
+    """Nothing times out on Warren: the server's idle close is followed by a silent resume."""
+    mic = tmp_path / "silence.wav"
+    sf.write(str(mic), np.zeros(16000 * 60, dtype=np.float32), 16000)
+    config = tmp_path / "quick-idle.yaml"
+    config.write_text("server:\n  session_idle_timeout_s: 3\n")
+    with (
+        ScriptedLLMServer(Script(reply=FIRST_REPLY)) as llm,
+        cli_process(
+            {"NABU_LLM_BASE_URL": llm.url, "NABU_DATA_DIR": str(tmp_path / "data")},
+            tmp_path / "serve.log",
+            "--config",
+            str(config),
+        ) as srv,
+        playwright.sync_playwright() as pw,
+    ):
+        browser = launch(pw, tmp_path / "profile", mic)
+        page = browser.pages[0] if browser.pages else browser.new_page()
+        page.goto(f"{srv.http}/")
+        wait_for(page, "ev.some(e => e.type === 'loaded')", 30, "app loaded")
+        page.click("#big")
+        wait_for(
+            page,
+            "ev.filter(e => e.type === 'bot-ready').length >= 3",
+            120,
+            "two idle closes, each resumed",
+        )
+        sessions = {
+            e["data"]["session"]
+            for e in events(page)
+            if e["type"] == "server-message" and e["data"].get("type") == "nabu-session"
+        }
+        states = [e["state"] for e in events(page) if e["type"] == "state"]
+        assert len(sessions) == 1, sessions
+        assert count(page, "disconnected") >= 2
+        assert "reconnecting" not in states and "problem" not in states, states
+        assert page.inner_text("#status-word") == "Listening"
+        print(f"\nIdle closes: {count(page, 'disconnected')}, states shown {states}")
+        browser.close()
+    assert "nobody spoke for 3s" in (tmp_path / "serve.log").read_text()
