@@ -15,7 +15,14 @@ from typing import Annotated, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default.yaml")
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -423,6 +430,22 @@ class ServerConfig(_Frozen):
     """Stored conversation turns older than this are deleted; 0 keeps them forever."""
     data_dir: str = ""
     """Conversation store directory; empty means NABU_DATA_DIR, else ~/.local/share/nabu."""
+    tls_certfile: str = ""
+    """PEM certificate chain for HTTPS/WSS (phones give the microphone to secure pages only)."""
+    tls_keyfile: str = ""
+    """PEM private key of `tls_certfile`; both or neither."""
+    public_url: str = ""
+    """Address phones use (e.g. https://nabu.example.org behind a proxy); empty derives it."""
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerConfig:
+        if bool(self.tls_certfile) != bool(self.tls_keyfile):
+            raise ValueError("server.tls_certfile and server.tls_keyfile go together: set both")
+        if self.public_url and not re.match(r"^https?://[^/\s]+/?$", self.public_url):
+            raise ValueError(
+                f"server.public_url must be like https://host[:port], got {self.public_url!r}"
+            )
+        return self
 
     @property
     def data_path(self) -> Path:

@@ -6,9 +6,11 @@ and RTVI (client-ready/bot-ready, user transcription, bot text, bot
 speaking, errors). One pipeline per connection, as pipecat's runner does it;
 Whisper and Piper are loaded once per process (`engines`) and shared.
 
-    GET /         desk-test page (the Pipecat web client, bundled in web/nabu-client.js)
+    GET /         Warren's phone app (installable web app; routes in phone_app.py)
+    GET /desk     desk-test page with the pairing link and QR code
     GET /healthz  {"status": "ok", "sessions": n, "max_sessions": m}
-    WS  /ws       ?token=... (required when set or when bound beyond loopback)
+    WS  /ws       ?token=... (required when set or when bound beyond loopback): the
+                  master token or a paired device's token (devices.py)
                   ?session=... (resume that conversation; a new id is sent otherwise)
 
 A connection is checked in this order, refusals costing nothing: origin (a
@@ -54,9 +56,10 @@ from pipecat.utils.security.allowed_origins import is_origin_allowed
 from pipecat.workers.runner import WorkerRunner
 from starlette.websockets import WebSocketState
 
-from nabu_pipeline import engines
+from nabu_pipeline import engines, phone_app
 from nabu_pipeline.config import ConfigError, NabuConfig
 from nabu_pipeline.conversation_store import ConversationStore, record_turns
+from nabu_pipeline.devices import DeviceStore
 from nabu_pipeline.logs import route_stdlib_logging
 from nabu_pipeline.pipeline import build_session, describe_llm
 from transports.phone_serializer import PhoneFrameSerializer
@@ -188,11 +191,19 @@ class NabuServer:
         self.store = ConversationStore(
             self.settings.data_path, retention_days=self.settings.history_retention_days
         )
+        self.devices = DeviceStore(self.settings.data_path)
+        self.pairing = phone_app.Pairing(self.devices)
+        self.web_dir = WEB_DIR
         self.sessions: dict[str, LiveSession] = {}
         self._admission = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.app = self._build_app()
+
+    @property
+    def master_token(self) -> str | None:
+        """NABU_AUTH_TOKEN (None when auth is off): it alone may ask for a pairing link."""
+        return self._token
 
     # --- app ----------------------------------------------------------------------------------
 
@@ -210,9 +221,7 @@ class NabuServer:
                 }
             )
 
-        @app.get("/", include_in_schema=False)
-        async def page() -> FileResponse:
-            return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+        phone_app.add_routes(app, self)
 
         @app.get("/nabu-client.js", include_in_schema=False)
         async def client_js() -> FileResponse:
@@ -321,7 +330,10 @@ class NabuServer:
             auth = websocket.headers.get("authorization", "")
             if auth.lower().startswith("bearer "):
                 given = auth[7:].strip()
-            if not given or not token_matches(given, self._token):
+            if not given or not (
+                token_matches(given, self._token)
+                or await phone_app.device_accepts(self.devices, given, websocket)
+            ):
                 reason = "wrong token" if given else "missing token"
                 return await self._deny(websocket, 401, f"{reason} (pass ?token=...)", peer)
         await websocket.accept()
@@ -484,8 +496,20 @@ def create_app(config: NabuConfig, *, auth_token: str | None) -> FastAPI:
     return NabuServer(config, auth_token=auth_token).app
 
 
+def tls_options(settings) -> dict:
+    """uvicorn's TLS arguments from server.tls_certfile/tls_keyfile; a ConfigError if unreadable."""
+    if not settings.tls_certfile:
+        return {}
+    files = {"ssl_certfile": settings.tls_certfile, "ssl_keyfile": settings.tls_keyfile}
+    for key, path in files.items():
+        if not Path(path).expanduser().is_file():
+            name = "certificate" if key == "ssl_certfile" else "private key"
+            raise ConfigError(f"TLS {name} not found: {path}")
+    return {k: str(Path(v).expanduser()) for k, v in files.items()}
+
+
 def uvicorn_config(app: FastAPI, config: NabuConfig, host: str, port: int):
-    """uvicorn settings: message size limit, pings, logs through loguru's redaction."""
+    """uvicorn settings: message size limit, pings, TLS, logs through loguru's redaction."""
     import uvicorn
 
     route_stdlib_logging("uvicorn", "uvicorn.error", "uvicorn.access")
@@ -501,6 +525,7 @@ def uvicorn_config(app: FastAPI, config: NabuConfig, host: str, port: int):
         access_log=True,
         lifespan="on",
         timeout_graceful_shutdown=10,
+        **tls_options(config.server),
     )
 
 
@@ -509,9 +534,14 @@ def serve(config: NabuConfig, host: str, port: int) -> int:
     import uvicorn
 
     token = auth_token_for(host)
-    app = create_app(config, auth_token=token)
-    server = uvicorn.Server(uvicorn_config(app, config, host, port))
+    nabu = NabuServer(config, auth_token=token)
+    server = uvicorn.Server(uvicorn_config(nabu.app, config, host, port))
+    tls = bool(config.server.tls_certfile)
     shown = f"[{host}]" if ":" in host else host
-    logger.info(f"Serving on http://{shown}:{port} (WebSocket /ws, page /, health /healthz)")
+    logger.info(
+        f"Serving on {'https' if tls else 'http'}://{shown}:{port} "
+        "(WebSocket /ws, phone app /, desk page /desk, health /healthz)"
+    )
+    phone_app.announce_pairing(nabu, host, port, tls=tls, local=is_loopback(host))
     server.run()
     return 0 if server.started else 1
