@@ -144,7 +144,10 @@ def test_llm_configured_only_with_key_or_own_endpoint():
         ("llm:\n  max_token: 100\n", ["llm.max_token", "did you mean `max_tokens`?"]),
         ("sst:\n  model: base\n", ["sst", "did you mean `stt`?"]),
         ("source: mine\n", ["source", "unknown key; allowed: stt, guard, llm"]),
-        ("stt:\n  zzz: 1\n", ["stt.zzz", "unknown key; allowed: provider, fallback, retry_local_after_s, model"]),
+        (
+            "stt:\n  zzz: 1\n",
+            ["stt.zzz", "unknown key; allowed: provider, fallback, retry_local_after_s, model"],
+        ),
         (
             "llm:\n  fallbacks:\n    - base_url: http://x/v1\n      modl: m\n",
             ["did you mean `model`?"],
