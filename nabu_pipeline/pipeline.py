@@ -299,7 +299,7 @@ def build_session(
             confirm_timeout_s=config.guard.confirm_timeout_s,
         )
         if config.memory.llm_proposals and config.llm.is_configured:
-            from pipecat.adapters.schemas.tools_schema import ToolsSchema
+            from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 
             context.set_tools(ToolsSchema(standard_tools=[remember_tool_schema()]))
             register_remember_tool(llm, memory_stage)

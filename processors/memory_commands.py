@@ -412,7 +412,7 @@ REMEMBER_TOOL = "remember_fact"
 
 
 def remember_tool_schema():
-    from pipecat.adapters.schemas.function_schema import FunctionSchema
+    from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 
     return FunctionSchema(
         name=REMEMBER_TOOL,

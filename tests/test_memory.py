@@ -263,6 +263,51 @@ async def test_llm_proposal_is_kept_only_after_yes_and_never_health(store):
     assert len(store.live()) == 1
 
 
+async def test_a_doubtful_remember_is_read_back_and_kept_only_after_yes(store):
+    """Guard then memory stage, as in the pipeline: half-heard words are never kept unasked."""
+    from pipecat.pipeline.pipeline import Pipeline
+
+    from nabu_pipeline.config import GuardConfig
+    from processors.transcript_guard import TranscriptGuard
+    from processors.whisper_stt import TranscriptEvidence
+
+    unsure = TranscriptEvidence(
+        no_speech_prob=0.05, avg_logprob=-0.85, compression_ratio=1.2, audio_s=2.0,
+        rms_dbfs=-25.0, stt_s=0.4,
+    )  # fmt: skip
+    doubtful = "Remember that my pills are in the kitchen drawer."
+    chain = Pipeline([TranscriptGuard(GuardConfig(), MATCHER), stage(store)])
+    down, _ = await run_test(
+        chain,
+        frames_to_send=[
+            TranscriptionFrame(doubtful, "", "", result=unsure),
+            TranscriptionFrame("No.", "", "", result=unsure),
+            TranscriptionFrame(doubtful, "", "", result=unsure),
+        ],
+        expected_down_frames=None,
+    )
+    spoken = [f.text for f in down if isinstance(f, TTSSpeakFrame)]
+    assert spoken == [
+        "Did you say: Remember that my pills are in the kitchen drawer?",
+        "Sorry. Could you say it again?",
+        "Did you say: Remember that my pills are in the kitchen drawer?",
+    ]
+    assert store.live() == []
+    chain = Pipeline([TranscriptGuard(GuardConfig(), MATCHER), stage(store)])
+    down, _ = await run_test(
+        chain,
+        frames_to_send=[
+            TranscriptionFrame(doubtful, "", "", result=unsure),
+            TranscriptionFrame("Yes.", "", "", result=unsure),
+        ],
+        expected_down_frames=None,
+    )
+    assert [f.text for f in down if isinstance(f, TTSSpeakFrame)][-1] == (
+        "Okay. I'll remember that your pills are in the kitchen drawer."
+    )
+    assert [f.words for f in store.live()] == ["my pills are in the kitchen drawer"]
+
+
 # --- the family's HTTP API -------------------------------------------------------------------
 
 
