@@ -180,3 +180,23 @@ async def test_llm_offers_a_fact_kept_only_after_yes_never_health(
     tool_results = [m for r in llm.requests for m in r.messages if m.get("role") == "tool"]
     assert any("health details" in str(m.get("content")) for m in tool_results), tool_results
     assert "your blood pressure" not in heard and "all right" in heard, heard
+
+
+async def test_slower_is_kept_for_the_next_session(tmp_path, synth, config_for):
+    from nabu_pipeline.talk import talk
+
+    from .conftest import CLIPS
+
+    slower = synth("Please speak slower.", "slower")
+    with ScriptedLLMServer(Script(reply="The front door is locked.", ttft_s=0.1)) as llm:
+        config = config_for(llm.url)
+        first = await talk(config, [CLIPS / "goforward.wav", slower], tmp_path / "1.wav")
+        # A new session (its own pipeline and TTS, built from the config and the store).
+        second = await talk(config, [CLIPS / "goforward.wav"], tmp_path / "2.wav")
+    normal, slowed = first.burst_s
+    assert slowed > normal * 1.1, first.burst_s
+    assert second.burst_s[0] > normal * 1.1, (first.burst_s, second.burst_s)
+    store = MemoryStore(config.server.data_path).open()
+    rate = store.preferences()["speech_rate"]
+    store.close()
+    assert float(rate) == pytest.approx(config.tts.length_scale + config.tts.slower_step)
