@@ -321,6 +321,21 @@ class MemoryStore:
                 (previous.words, previous.value, previous.source, previous.updated_at, previous.id),
             )
 
+    def unforget(self, fact: Fact) -> bool:
+        """Bring back a fact just forgotten ("no" to "I've forgotten that ..."); False when
+        something about the same subject has been kept since."""
+        try:
+            with self._lock, self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                done = self.db.execute(
+                    "UPDATE facts SET words = ?, value = ?, subject = ?, forgotten_at = NULL "
+                    "WHERE id = ? AND forgotten_at IS NOT NULL",
+                    (fact.words, fact.value, fact.subject, fact.id),
+                ).rowcount
+        except sqlite3.IntegrityError:
+            return False
+        return done > 0
+
     def _forget_row(self, fact_id: int, now: float) -> int:
         return self.db.execute(
             "UPDATE facts SET words = '', value = '', subject = '', forgotten_at = ? "
@@ -368,6 +383,9 @@ class MemoryStore:
 
     async def arestore(self, previous: Fact) -> None:
         await asyncio.to_thread(self.restore, previous)
+
+    async def aunforget(self, fact: Fact) -> bool:
+        return await asyncio.to_thread(self.unforget, fact)
 
 
 def best_match(facts: list[Fact], said: str) -> list[Fact]:

@@ -297,6 +297,7 @@ def build_session(
             base_prompt=config.llm.system_prompt or system_prompt(config.locale),
             user_name=config.locale.user_name,
             confirm_timeout_s=config.guard.confirm_timeout_s,
+            utterance=utterance,
         )
         if config.memory.llm_proposals and config.llm.is_configured:
             from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema

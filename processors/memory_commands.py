@@ -29,7 +29,7 @@ commands' (`append_to_context=False`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -57,6 +57,7 @@ from nabu_pipeline.memory_store import (
 from processors.consumed_transcript import consumed
 from processors.phrases import PREFERENCE_FACTS, Command, PhraseMatcher
 from processors.text_normalise import normalise
+from processors.utterance_state import UtteranceState
 
 COMMANDS = (
     Command.FORGET_ALL,
@@ -102,7 +103,17 @@ class _Pending:
     kind: str  # forget_all | proposal | undo
     asked_at: float
     words: str = ""
-    saved: Saved | None = None
+
+
+@dataclass
+class _Undo:
+    """How to take back the last change, should he say "no" or carry on his sentence."""
+
+    transcript: str
+    """The words that made the change: superseded when he was only pausing mid-sentence."""
+    run: Callable[[], Awaitable[None]]
+    reply: str
+    """What Nabu says when he says "no" to the read-back."""
 
 
 def is_health(words: str) -> bool:
@@ -155,6 +166,7 @@ class MemoryCommands(FrameProcessor):
         base_prompt: str,
         user_name: str,
         confirm_timeout_s: float,
+        utterance: UtteranceState | None = None,
         clock: Callable[[], float] = time.monotonic,
         **kwargs,
     ):
@@ -165,7 +177,10 @@ class MemoryCommands(FrameProcessor):
         self._user_name = user_name
         self._timeout_s = confirm_timeout_s
         self._clock = clock
+        self._utterance = utterance
         self._pending: _Pending | None = None
+        self._undo: _Undo | None = None
+        self._text = ""
         self._last: Fact | None = None
         """The fact just saved or named: what "forget that" means."""
         self._instruction = base_prompt
@@ -195,7 +210,15 @@ class MemoryCommands(FrameProcessor):
 
     async def _handle(self, frame: TranscriptionFrame, direction: FrameDirection) -> bool:
         """True when the transcript was a memory command (answered and consumed)."""
-        text = frame.text
+        text = self._text = frame.text
+        undo = self._undo
+        if undo and self._utterance and undo.transcript in self._utterance.superseded:
+            # He was pausing mid-sentence ("remember that I take... two pills at night"): the
+            # change made from his first words is taken back (its read-back was never
+            # released), and the whole sentence decides.
+            logger.info(f"{self}: [{undo.transcript}] was part of a longer sentence; undone")
+            self._undo = self._pending = None
+            await undo.run()
         if await self._answer_pending(frame, direction):
             return True
         match = None
@@ -243,9 +266,10 @@ class MemoryCommands(FrameProcessor):
                 reply = await self._save(pending.words, source="assistant")
         else:  # undo: "yes" after a read-back just agrees
             reply = "Good."
-            if not yes and pending.saved is not None:
-                await self._undo(pending.saved)
-                reply = UNDONE
+            if not yes and self._undo is not None:
+                undo, self._undo = self._undo, None
+                await undo.run()
+                reply = undo.reply
         logger.info(f"{self}: {pending.kind} answered {'yes' if yes else 'no'}")
         await self._say(frame, direction, reply)
         await self._refresh_instruction()
@@ -254,13 +278,21 @@ class MemoryCommands(FrameProcessor):
     def _ask(self, kind: str, **kw) -> None:
         self._pending = _Pending(kind, self._clock(), **kw)
 
-    async def _undo(self, saved: Saved) -> None:
-        if saved.replaced is not None:
-            await self._store.arestore(saved.replaced)
-            self._last = saved.replaced
-        else:
-            await self._store.aforget(saved.fact.id)
-            self._last = None
+    def _undoable(self, run: Callable[[], Awaitable[None]], reply: str) -> None:
+        """The change just made can be taken back: "no" now, or his sentence going on."""
+        self._undo = _Undo(self._text, run, reply)
+        self._ask("undo")
+
+    def _undo_save(self, saved: Saved) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            if saved.replaced is not None:
+                await self._store.arestore(saved.replaced)
+                self._last = saved.replaced
+            else:
+                await self._store.aforget(saved.fact.id)
+                self._last = None
+
+        return run
 
     # --- commands -----------------------------------------------------------------------------
 
@@ -282,7 +314,7 @@ class MemoryCommands(FrameProcessor):
             logger.info(f"{self}: not saved ({e})")
             return "Sorry, I didn't catch what to remember. Could you say it again?"
         self._last = saved.fact
-        self._ask("undo", saved=saved)
+        self._undoable(self._undo_save(saved), UNDONE)
         if saved.unchanged:
             return f"I already know that {saved.fact.spoken}."
         if saved.replaced is not None:
@@ -314,6 +346,12 @@ class MemoryCommands(FrameProcessor):
         fact = matches[0]
         await self._store.aforget(fact.id)
         self._last = None
+
+        async def unforget() -> None:
+            await self._store.aunforget(fact)
+            self._last = fact
+
+        self._undoable(unforget, f"Sorry. I'll keep remembering that {fact.spoken}.")
         return f"Okay. I've forgotten that {fact.spoken}."
 
     async def _ask_forget_all(self, _slots) -> str:
@@ -345,6 +383,7 @@ class MemoryCommands(FrameProcessor):
             words, source="spoken", kind="preference", subject="temperature_unit", value=unit
         )
         self._last = saved.fact
+        self._undoable(self._undo_save(saved), UNDONE)
         return f"Okay. I'll give you temperatures in {UNIT_NAMES[unit]}."
 
     async def _address_as(self, slots) -> str | None:
@@ -359,7 +398,7 @@ class MemoryCommands(FrameProcessor):
             value=name,
         )
         self._last = saved.fact
-        self._ask("undo", saved=saved)
+        self._undoable(self._undo_save(saved), UNDONE)
         return f"Okay. I'll call you {name}."
 
     # --- the LLM's proposal -------------------------------------------------------------------

@@ -187,6 +187,37 @@ async def test_no_after_the_read_back_undoes_a_misheard_save(store):
     assert [f.words for f in store.live()] == ["my pills are in the kitchen drawer"]
 
 
+async def test_a_pause_mid_sentence_keeps_only_the_whole_sentence(store):
+    """Warren pauses: "Remember that I take... two pills at night". The STT sends his first
+    words, then the whole utterance again; only the whole one is kept."""
+    from processors.utterance_state import UtteranceState
+
+    partial, whole = "Remember that I take.", "Remember that I take two pills at night."
+    utterance = UtteranceState(pause_expired=False)
+    utterance.transcribed(partial)
+    utterance.transcribed(whole)
+    memory = MemoryCommands(
+        store, MATCHER, base_prompt="B", user_name="Warren", confirm_timeout_s=30,
+        utterance=utterance,
+    )  # fmt: skip
+    await run_test(
+        memory,
+        frames_to_send=[TranscriptionFrame(partial, "", ""), TranscriptionFrame(whole, "", "")],
+        expected_down_frames=None,
+    )
+    assert [f.words for f in store.live()] == ["I take two pills at night"]
+
+
+async def test_no_after_forgetting_brings_it_back(store):
+    store.save("my pills are in the kitchen drawer", source="spoken")
+    _, spoken = await converse(store, "Forget about my pills.", "No.")
+    assert spoken == [
+        "Okay. I've forgotten that your pills are in the kitchen drawer.",
+        "Sorry. I'll keep remembering that your pills are in the kitchen drawer.",
+    ]
+    assert [f.words for f in store.live()] == ["my pills are in the kitchen drawer"]
+
+
 async def test_recall_forget_and_forget_everything_confirmed(store):
     store.save("my pills are in the kitchen drawer", source="spoken")
     store.save("my daughter's name is Mary", source="spoken")
