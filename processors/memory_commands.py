@@ -41,6 +41,8 @@ from pipecat.frames.frames import (
     TranscriptionFrame,
     TTSSpeakFrame,
     TTSUpdateSettingsFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.settings import LLMSettings
@@ -185,6 +187,9 @@ class MemoryCommands(FrameProcessor):
         """The fact just saved or named: what "forget that" means."""
         self._instruction = base_prompt
         self._length_scale: float | None = None
+        self._turn_open = False
+        """Whether the user aggregator (just below) has his turn open: it broadcasts its
+        User{Started,Stopped}SpeakingFrame upstream through here."""
 
     # --- frames -----------------------------------------------------------------------------
 
@@ -194,6 +199,9 @@ class MemoryCommands(FrameProcessor):
             await self.push_frame(frame, direction)
             await self._refresh_instruction()
             return
+        if isinstance(frame, (UserStartedSpeakingFrame, UserStoppedSpeakingFrame)):
+            if direction == FrameDirection.UPSTREAM:
+                self._turn_open = isinstance(frame, UserStartedSpeakingFrame)
         if isinstance(frame, TTSUpdateSettingsFrame):
             await self.push_frame(frame, direction)
             await self._keep_speech_rate(frame)
@@ -205,7 +213,10 @@ class MemoryCommands(FrameProcessor):
         await self.push_frame(frame, direction)
 
     async def _say(self, frame: TranscriptionFrame, direction: FrameDirection, text: str):
-        await self.push_frame(consumed(frame), direction)
+        if self._turn_open:  # close his turn now rather than after its safety timeout
+            await self.push_frame(consumed(frame), direction)
+        # With the turn already closed (Whisper slower than the turn's stop timeout on a busy
+        # CPU), a blank transcript would open a new turn, whose interruption drops this reply.
         await self.push_frame(TTSSpeakFrame(text, append_to_context=False))
 
     async def _handle(self, frame: TranscriptionFrame, direction: FrameDirection) -> bool:
