@@ -448,7 +448,8 @@ class MemoryCommands(FrameProcessor):
             logger.warning(f"{self}: memory unreadable ({type(e).__name__}: {e})")
             return
         section = memory_section(facts, user_name=self._user_name)
-        instruction = f"{self._base_prompt}\n\n{section}" if section else self._base_prompt
+        base = self._base_prompt.rstrip()
+        instruction = f"{base}\n\n{section}" if section else self._base_prompt
         if instruction == self._instruction:
             return
         self._instruction = instruction
@@ -467,7 +468,7 @@ def remember_tool_schema():
     return FunctionSchema(
         name=REMEMBER_TOOL,
         description=(
-            "Offer to remember a lasting fact Warren mentioned in passing (where he keeps "
+            "Offer to remember a lasting fact the user mentioned in passing (where he keeps "
             "something, a name, a date, his routine). Nabu asks him first and keeps it only if "
             "he says yes. Not for health details (medicines, conditions, doctors): those are kept "
             "only when he says 'remember' himself. Not when he already asked you to remember it."

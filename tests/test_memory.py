@@ -412,3 +412,28 @@ def test_http_api_lists_adds_edits_and_deletes(api):
     assert page.status_code == 200 and "memory.js" in page.text
     assert "api/memory" in httpx.get(f"{api.http}/memory.js").text
     assert 'href="memory.html"' in httpx.get(f"{api.http}/").text
+
+
+def test_memory_page_in_chromium_lists_what_is_kept(api, tmp_path):
+    """The page's script, in a real browser, fetches the list with the token from its URL."""
+    import shutil
+    import subprocess
+
+    chromium = next((p for n in ("chromium", "chromium-browser") if (p := shutil.which(n))), None)
+    if chromium is None:
+        pytest.skip("needs Chromium (.ci/run installs it)")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    httpx.post(f"{api.http}/api/memory", headers=auth, json={"words": "my pills are in the drawer"})
+
+    def page(query: str) -> str:
+        return subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
+             "--dump-dom", f"{api.http}/memory.html{query}"],
+            capture_output=True, text=True, timeout=120,
+        ).stdout  # fmt: skip
+
+    shown = page(f"?token={TOKEN}")
+    assert "“my pills are in the drawer”" in shown and "1 kept." in shown, shown[-2000:]
+    refused = page("?token=wrong-token-0123456789")
+    assert "The token is missing or wrong." in refused and "pills" not in refused
