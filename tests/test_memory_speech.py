@@ -10,12 +10,17 @@ LLM received.
                "Forget about my pills."
     process 4  "Where are my pills?"                           the fact is gone from the request
 
+Also: the LLM's remember_fact tool (kept only after "yes", never a health detail), "slower"
+kept for the next session, and `nabu serve` (one phone session tells, the next one and the
+family API know).
+
 Set NABU_MEMORY_TRANSCRIPT=FILE to write the conversation (what Warren said, what Nabu said,
 what the LLM received) to FILE.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -203,3 +208,40 @@ async def test_slower_is_kept_for_the_next_session(tmp_path, synth, config_for):
     rate = store.preferences()["speech_rate"]
     store.close()
     assert float(rate) == pytest.approx(config.tts.length_scale + config.tts.slower_step)
+
+
+async def test_serve_keeps_a_spoken_fact_for_the_next_session_and_the_family(
+    tmp_path, synth, whisper_tiny, config_for
+):
+    """`nabu serve`: told over one phone connection, known to the next and to the family API."""
+    import httpx
+    import numpy as np
+    import soundfile as sf
+
+    from .phone_client import PhoneClient, load_pcm
+    from .server_harness import in_process
+
+    token = "serve-memory-token-0123456789abcdef"
+    remember = load_pcm(synth("Remember that my pills are in the kitchen drawer.", "remember"))
+    where = load_pcm(synth("Where are my pills?", "where"))
+    with (
+        ScriptedLLMServer(Script(reply=answer_from_memory, ttft_s=0.1)) as llm,
+        in_process(config_for(llm.url), token=token) as srv,
+    ):
+        async with PhoneClient(srv.ws(token=token)) as phone:
+            await phone.turn(remember)
+        assert llm.requests == []
+        out = tmp_path / "told.wav"
+        sf.write(str(out), np.frombuffer(bytes(phone.bot_audio), dtype=np.int16), 24000)
+        heard = NORMALISE(transcribe(whisper_tiny, out))
+        assert "remember" in heard and "kitchen drawer" in heard, heard
+        async with PhoneClient(srv.ws(token=token)) as phone:  # a new session
+            await phone.turn(where)
+        assert "my pills are in the kitchen drawer" in system_text(llm.requests[-1].messages)
+        assert phone.bot_text() == "Your pills are in the kitchen drawer."
+        listed = await asyncio.to_thread(
+            httpx.get, f"{srv.http}/api/memory", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert [(f["words"], f["source"]) for f in listed.json()["facts"]] == [
+            ("my pills are in the kitchen drawer", "spoken")
+        ]
