@@ -34,8 +34,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from loguru import logger
+from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 from pipecat.frames.frames import (
     Frame,
+    FunctionCallResultProperties,
     LLMUpdateSettingsFrame,
     StartFrame,
     TranscriptionFrame,
@@ -45,6 +47,7 @@ from pipecat.frames.frames import (
     UserStoppedSpeakingFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.services.llm_service import FunctionCallParams, LLMService
 from pipecat.services.settings import LLMSettings
 from pipecat.utils.types import is_given
 
@@ -128,7 +131,7 @@ def spoken_list(items: list[str]) -> str:
     return ", ".join(items[:-1]) + ", and " + items[-1]
 
 
-def memory_section(facts: list[Fact], *, user_name: str, now: datetime | None = None) -> str:
+def memory_section(facts: list[Fact], *, user_name: str) -> str:
     """The part of the LLM's instructions that holds what Warren asked to keep."""
     kept = [f for f in facts if f.kind == "fact"]
     prefs = {f.subject: f for f in facts if f.kind == "preference"}
@@ -462,9 +465,7 @@ class MemoryCommands(FrameProcessor):
 REMEMBER_TOOL = "remember_fact"
 
 
-def remember_tool_schema():
-    from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
-
+def remember_tool_schema() -> FunctionSchema:
     return FunctionSchema(
         name=REMEMBER_TOOL,
         description=(
@@ -476,7 +477,7 @@ def remember_tool_schema():
         properties={
             "fact": {
                 "type": "string",
-                "description": "The fact in Warren's own first-person words, e.g. 'my spare key "
+                "description": "The fact in the user's own first-person words, e.g. 'my spare key "
                 "is under the blue pot'.",
             }
         },
@@ -484,10 +485,8 @@ def remember_tool_schema():
     )
 
 
-def register_remember_tool(llm, stage: MemoryCommands) -> None:
+def register_remember_tool(llm: LLMService, stage: MemoryCommands) -> None:
     """The LLM's remember_fact tool: it asks Warren (the stage awaits his yes); saves nothing."""
-    from pipecat.frames.frames import FunctionCallResultProperties
-    from pipecat.services.llm_service import FunctionCallParams
 
     async def remember_fact(params: FunctionCallParams) -> None:
         question = stage.propose(str(params.arguments.get("fact", "")))
