@@ -445,21 +445,26 @@ class MemoryCommands(FrameProcessor):
 
     async def _refresh_instruction(self) -> None:
         """Everything kept, into the LLM's system instruction when it changed."""
+        started = time.perf_counter()
         try:
             facts = await self._store.alive()
         except Exception as e:  # the memory is an addition: a broken disk must not stop a reply
             logger.warning(f"{self}: memory unreadable ({type(e).__name__}: {e})")
             return
+        read_ms = (time.perf_counter() - started) * 1000
         section = memory_section(facts, user_name=self._user_name)
         base = self._base_prompt.rstrip()
         instruction = f"{base}\n\n{section}" if section else self._base_prompt
         if instruction == self._instruction:
+            logger.debug(f"{self}: memory read in {read_ms:.1f} ms, unchanged")
             return
         self._instruction = instruction
         await self.push_frame(
             LLMUpdateSettingsFrame(delta=LLMSettings(system_instruction=instruction))
         )
-        logger.debug(f"{self}: memory in the LLM's instructions ({len(facts)} rows)")
+        logger.debug(
+            f"{self}: memory read in {read_ms:.1f} ms; {len(facts)} rows in the LLM's instructions"
+        )
 
 
 REMEMBER_TOOL = "remember_fact"
