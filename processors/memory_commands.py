@@ -212,7 +212,7 @@ class MemoryCommands(FrameProcessor):
         if isinstance(frame, TranscriptionFrame) and frame.text.strip():
             if await self._handle(frame, direction):
                 return
-            await self._refresh_instruction()
+            await self._refresh_instruction(before_turn=True)
         await self.push_frame(frame, direction)
 
     async def _say(self, frame: TranscriptionFrame, direction: FrameDirection, text: str):
@@ -443,8 +443,13 @@ class MemoryCommands(FrameProcessor):
             value=f"{float(scale):.2f}",
         )
 
-    async def _refresh_instruction(self) -> None:
-        """Everything kept, into the LLM's system instruction when it changed."""
+    async def _refresh_instruction(self, *, before_turn: bool = False) -> None:
+        """Everything kept, into the LLM's system instruction.
+
+        Sent when it changed, and before each turn that goes on to the LLM even when it did
+        not: an interruption may have dropped an earlier update on its way (pipecat applies
+        an unchanged one silently).
+        """
         started = time.perf_counter()
         try:
             facts = await self._store.alive()
@@ -455,15 +460,15 @@ class MemoryCommands(FrameProcessor):
         section = memory_section(facts, user_name=self._user_name)
         base = self._base_prompt.rstrip()
         instruction = f"{base}\n\n{section}" if section else self._base_prompt
-        if instruction == self._instruction:
-            logger.debug(f"{self}: memory read in {read_ms:.1f} ms, unchanged")
-            return
-        self._instruction = instruction
-        await self.push_frame(
-            LLMUpdateSettingsFrame(delta=LLMSettings(system_instruction=instruction))
-        )
+        changed = instruction != self._instruction
+        if changed or before_turn:
+            self._instruction = instruction
+            await self.push_frame(
+                LLMUpdateSettingsFrame(delta=LLMSettings(system_instruction=instruction))
+            )
         logger.debug(
-            f"{self}: memory read in {read_ms:.1f} ms; {len(facts)} rows in the LLM's instructions"
+            f"{self}: memory read in {read_ms:.1f} ms ({len(facts)} rows"
+            f"{', changed' if changed else ''})"
         )
 
 
