@@ -11,7 +11,7 @@ LLM received.
     process 4  "Where are my pills?"                           the fact is gone from the request
 
 Also: the LLM's remember_fact tool (kept only after "yes", never a health detail), "slower"
-kept for the next session, and `nabu serve` (one phone session tells, the next one and the
+kept for the next session until a spoken "forget everything" + "yes", and `nabu serve` (one phone session tells, the next one and the
 family API know).
 
 Set NABU_MEMORY_TRANSCRIPT=FILE to write the conversation (what Warren said, what Nabu said,
@@ -190,24 +190,34 @@ async def test_llm_offers_a_fact_kept_only_after_yes_never_health(
     assert "your blood pressure" not in heard and "all right" in heard, heard
 
 
-async def test_slower_is_kept_for_the_next_session(tmp_path, synth, config_for):
+async def test_slower_is_kept_for_the_next_session_until_he_forgets_everything(
+    tmp_path, synth, config_for
+):
     from nabu_pipeline.talk import talk
 
     from .conftest import CLIPS
 
     slower = synth("Please speak slower.", "slower")
+    forget_all = synth("Forget everything.", "forget_all")
+    yes = synth("Yes.", "yes")
     with ScriptedLLMServer(Script(reply="The front door is locked.", ttft_s=0.1)) as llm:
         config = config_for(llm.url)
         first = await talk(config, [CLIPS / "goforward.wav", slower], tmp_path / "1.wav")
         # A new session (its own pipeline and TTS, built from the config and the store).
         second = await talk(config, [CLIPS / "goforward.wav"], tmp_path / "2.wav")
+        store = MemoryStore(config.server.data_path).open()
+        rate = store.preferences()["speech_rate"]
+        # "Forget everything" is asked first; his spoken "yes" forgets the preference too.
+        await talk(config, [forget_all, yes], tmp_path / "3.wav")
+        kept = store.live()
+        store.close()
+        third = await talk(config, [CLIPS / "goforward.wav"], tmp_path / "4.wav")
     normal, slowed = first.burst_s
     assert slowed > normal * 1.1, first.burst_s
     assert second.burst_s[0] > normal * 1.1, (first.burst_s, second.burst_s)
-    store = MemoryStore(config.server.data_path).open()
-    rate = store.preferences()["speech_rate"]
-    store.close()
     assert float(rate) == pytest.approx(config.tts.length_scale + config.tts.slower_step)
+    assert kept == []
+    assert abs(third.burst_s[0] - normal) < 0.1 * normal, (first.burst_s, third.burst_s)
 
 
 async def test_serve_keeps_a_spoken_fact_for_the_next_session_and_the_family(
