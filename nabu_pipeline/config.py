@@ -458,6 +458,17 @@ class ServerConfig(_Frozen):
         return Path(xdg) / "nabu"
 
 
+class MemoryConfig(_Frozen):
+    """Warren's memory: facts and preferences he asks Nabu to keep (in the data directory)."""
+
+    enabled: bool = True
+    """Remember/forget commands, his preferences, and what he asked to keep in the LLM's
+    instructions every turn; off: nothing is kept and the commands go to the LLM."""
+    llm_proposals: bool = True
+    """The LLM may offer to keep a fact he mentions in passing (its remember_fact tool; kept
+    only after his yes). Turn off for a local model that cannot call tools."""
+
+
 class NabuConfig(_Frozen):
     """The whole configuration."""
 
@@ -471,6 +482,7 @@ class NabuConfig(_Frozen):
     audio: AudioConfig = AudioConfig()
     budgets: BudgetConfig = BudgetConfig()
     server: ServerConfig = ServerConfig()
+    memory: MemoryConfig = MemoryConfig()
     source: Annotated[str, Field(exclude=True)] = ""
     """Where this config came from (for messages)."""
 

@@ -1,7 +1,7 @@
 """Assembling Nabu's pipeline from its config (docs/ARCHITECTURE.md).
 
     transport.input() -> echo canceller -> STT -> transcript guard -> stop phrases -> repeats
-    -> user aggregator (Silero VAD + turn end) -> history window -> LLM
+    -> memory commands -> user aggregator (Silero VAD + turn end) -> history window -> LLM
     -> TTS (speech text shaping as text_transforms) -> speech release gate -> transport.output()
     -> assistant aggregator  (what the output transport sends is the echo canceller's reference)
 
@@ -42,6 +42,7 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from nabu_pipeline import engines
 from nabu_pipeline.config import NabuConfig
 from nabu_pipeline.latency import LatencyObserver
+from nabu_pipeline.memory_store import MemoryStore, shared_store
 from nabu_pipeline.prompts import system_prompt
 from processors.consumed_transcript import WordsStartATurn
 from processors.echo_canceller import (
@@ -51,9 +52,21 @@ from processors.echo_canceller import (
     stamp_capture_times,
 )
 from processors.history_window import HistoryWindow
+from processors.memory_commands import (
+    REMEMBER_TOOL,
+    MemoryCommands,
+    register_remember_tool,
+    remember_tool_schema,
+)
 from processors.openai_endpoint import api_key
 from processors.openai_llm import NabuOpenAILLMService
-from processors.phrases import LOCAL_QUESTIONS, Command, PhraseMatcher
+from processors.phrases import (
+    LOCAL_QUESTIONS,
+    MEMORY_COMMANDS,
+    PREFERENCE_FACTS,
+    Command,
+    PhraseMatcher,
+)
 from processors.repeat_requests import RepeatRequestHandler
 from processors.speech_release_gate import SpeechReleaseGate
 from processors.speech_text import shape_for_speech
@@ -162,6 +175,31 @@ def build_matcher(config: NabuConfig) -> PhraseMatcher:
             Command.YES: guard.yes_phrases,
             Command.NO: guard.no_phrases,
             **LOCAL_QUESTIONS,
+            **MEMORY_COMMANDS,
+            **PREFERENCE_FACTS,
+        }
+    )
+
+
+def with_preferences(config: NabuConfig, preferences: dict[str, str]) -> NabuConfig:
+    """The config with what Warren asked for kept across sessions (memory_store preferences)."""
+    tts, locale = {}, {}
+    try:
+        if "speech_rate" in preferences:
+            scale = float(preferences["speech_rate"])
+            tts["length_scale"] = min(max(scale, 0.5), config.tts.length_scale_max)
+    except ValueError:
+        logger.warning("Memory: ignoring an unreadable speech_rate preference")
+    if preferences.get("temperature_unit") in ("C", "F"):
+        locale["temperature_unit"] = preferences["temperature_unit"]
+    if preferences.get("address_as"):
+        locale["user_name"] = preferences["address_as"]
+    if not tts and not locale:
+        return config
+    return config.model_copy(
+        update={
+            "tts": config.tts.model_copy(update=tts),
+            "locale": config.locale.model_copy(update=locale),
         }
     )
 
@@ -233,9 +271,17 @@ def build_session(
     context: LLMContext | None = None,
     observers: list[BaseObserver] | None = None,
     worker_kwargs: dict | None = None,
+    memory: MemoryStore | None = None,
 ) -> Session:
-    """The whole pipeline for one conversation on `transport`."""
+    """The whole pipeline for one conversation on `transport`.
+
+    `memory` defaults to the store in the data directory (`server.data_path`), shared by
+    every session of this process and by other Nabu processes on the machine.
+    """
     context = context or LLMContext()
+    if config.memory.enabled:
+        memory = memory or shared_store(config.server.data_path)
+        config = with_preferences(config, memory.preferences())
     # Shared by STT, release gate and history window: one sentence across Warren's pauses.
     utterance = UtteranceState() if config.turn.pause_tolerance_s > 0 else None
     stt = build_stt(config, utterance=utterance)
@@ -244,6 +290,22 @@ def build_session(
     unanswered: set[str] = set()
     llm = build_llm(config, matcher, unanswered)
     tts = build_tts(config)
+    memory_stage = None
+    if memory is not None:
+        memory_stage = MemoryCommands(
+            memory,
+            matcher,
+            base_prompt=config.llm.system_prompt or system_prompt(config.locale),
+            user_name=config.locale.user_name,
+            confirm_timeout_s=config.guard.confirm_timeout_s,
+            utterance=utterance,
+        )
+        if config.memory.llm_proposals and config.llm.is_configured:
+            from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
+
+            context.set_tools(ToolsSchema(standard_tools=[remember_tool_schema()]))
+            register_remember_tool(llm, memory_stage)
+            logger.debug(f"LLM tool: {REMEMBER_TOOL}")
     conv = config.conversation
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
         context, user_params=user_turn_params(config)
@@ -271,6 +333,7 @@ def build_session(
             length_scale_max=config.tts.length_scale_max,
             nothing_to_repeat=conv.nothing_to_repeat,
         ),
+        **({"memory": memory_stage} if memory_stage is not None else {}),
         "user": user_aggregator,
         "history": HistoryWindow(conv.history_turns, utterance, unanswered),
         "llm": llm,

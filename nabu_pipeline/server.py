@@ -11,6 +11,7 @@ Whisper and Piper are loaded once per process (`engines`) and shared.
     GET /healthz  {"status": "ok", "sessions": n, "max_sessions": m}
     WS  /ws       ?token=... (required when set or when bound beyond loopback): the
                   master token or a paired device's token (devices.py)
+    /api/memory   what Warren asked Nabu to keep, for his family (memory_api.py; same auth)
                   ?session=... (resume that conversation; a new id is sent otherwise)
 
 A connection is checked in this order, refusals costing nothing: origin (a
@@ -44,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from fastapi import FastAPI, WebSocket
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from loguru import logger
 from pipecat.frames.frames import OutputTransportMessageUrgentFrame
@@ -61,6 +62,8 @@ from nabu_pipeline.config import ConfigError, NabuConfig
 from nabu_pipeline.conversation_store import ConversationStore, record_turns
 from nabu_pipeline.devices import DeviceStore
 from nabu_pipeline.logs import route_stdlib_logging
+from nabu_pipeline.memory_api import memory_router
+from nabu_pipeline.memory_store import shared_store
 from nabu_pipeline.pipeline import build_session, describe_llm
 from transports.phone_serializer import PhoneFrameSerializer
 
@@ -235,6 +238,11 @@ class NabuServer:
         async def ws(websocket: WebSocket) -> None:
             await self.handle(websocket)
 
+        if self.config.memory.enabled:  # the family's view of what Warren asked Nabu to keep
+            app.include_router(
+                memory_router(lambda: shared_store(self.settings.data_path), self.refusal)
+            )
+
         return app
 
     @asynccontextmanager
@@ -251,6 +259,8 @@ class NabuServer:
         if tts.provider == "piper":
             await asyncio.to_thread(engines.local_or_none, engines.piper, tts)
         await self.store.open()
+        if self.config.memory.enabled:
+            await asyncio.to_thread(shared_store, self.settings.data_path)
         pruner = asyncio.create_task(self._prune_forever(), name="nabu-store-prune")
         logger.info(
             f"Nabu server ready in {time.perf_counter() - start:.1f}s "
@@ -285,7 +295,7 @@ class NabuServer:
 
     # --- admission ----------------------------------------------------------------------------
 
-    def _origin_ok(self, websocket: WebSocket) -> bool:
+    def _origin_ok(self, websocket: WebSocket | Request) -> bool:
         """Browsers always send Origin: it must be this server's own or an allowed one.
 
         A client with no Origin is not a browser page (the phone app); the
@@ -300,6 +310,25 @@ class NabuServer:
         if host and urlsplit(origin).netloc.lower() == host.lower():
             return True
         return is_origin_allowed(origin, allowed)
+
+    async def refusal(self, conn: WebSocket | Request) -> tuple[int, str] | None:
+        """Why a connection or request is refused (HTTP status, reason), or None: one rule for
+        /ws and the HTTP API. Origin first (403), then the token (401): the master token or a
+        paired device's token (devices.py)."""
+        if not self._origin_ok(conn):
+            return 403, f"origin {conn.headers.get('origin', '')!r} is not allowed"
+        if self._token is not None:
+            given = conn.query_params.get("token", "")
+            auth = conn.headers.get("authorization", "")
+            if auth.lower().startswith("bearer "):
+                given = auth[7:].strip()
+            if not given or not (
+                token_matches(given, self._token)
+                or await phone_app.device_accepts(self.devices, given, conn)
+            ):
+                reason = "wrong token" if given else "missing token"
+                return 401, f"{reason} (pass ?token=...)"
+        return None
 
     async def _deny(self, websocket: WebSocket, status: int, text: str, peer: str) -> None:
         logger.warning(f"Refused WebSocket from {peer}: {text}")
@@ -322,20 +351,9 @@ class NabuServer:
     async def handle(self, websocket: WebSocket) -> None:
         client = websocket.client
         peer = f"{client.host}:{client.port}" if client else "unknown"
-        if not self._origin_ok(websocket):
-            origin = websocket.headers.get("origin", "")
-            return await self._deny(websocket, 403, f"origin {origin!r} is not allowed", peer)
-        if self._token is not None:
-            given = websocket.query_params.get("token", "")
-            auth = websocket.headers.get("authorization", "")
-            if auth.lower().startswith("bearer "):
-                given = auth[7:].strip()
-            if not given or not (
-                token_matches(given, self._token)
-                or await phone_app.device_accepts(self.devices, given, websocket)
-            ):
-                reason = "wrong token" if given else "missing token"
-                return await self._deny(websocket, 401, f"{reason} (pass ?token=...)", peer)
+        refusal = await self.refusal(websocket)
+        if refusal is not None:
+            return await self._deny(websocket, *refusal, peer)
         await websocket.accept()
         requested = websocket.query_params.get("session")
         if requested is not None and not SESSION_ID.match(requested):

@@ -50,7 +50,13 @@ from dataclasses import dataclass
 
 from loguru import logger
 from openai import APIStatusError, AsyncOpenAI
-from pipecat.frames.frames import Frame, LLMContextFrame, LLMTextFrame, TTSSpeakFrame
+from pipecat.frames.frames import (
+    Frame,
+    FunctionCallsStartedFrame,
+    LLMContextFrame,
+    LLMTextFrame,
+    TTSSpeakFrame,
+)
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.openai.llm import OpenAILLMService
@@ -214,6 +220,8 @@ class NabuOpenAILLMService(OpenAILLMService):
 
     async def push_frame(self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM):
         if isinstance(frame, LLMTextFrame) and frame.text.strip():
+            self._spoke = True
+        if isinstance(frame, FunctionCallsStartedFrame):  # a tool call is an answer too
             self._spoke = True
         await super().push_frame(frame, direction)
 
