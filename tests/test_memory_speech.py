@@ -11,8 +11,8 @@ LLM received.
     process 4  "Where are my pills?"                           the fact is gone from the request
 
 Also: the LLM's remember_fact tool (kept only after "yes", never a health detail), "slower"
-kept for the next session until a spoken "forget everything" + "yes", and `nabu serve` (one phone session tells, the next one and the
-family API know).
+kept for the next session until a spoken "forget everything" + "yes", and `nabu serve`
+(one phone session tells, the next one and the family API know).
 
 Set NABU_MEMORY_TRANSCRIPT=FILE to write the conversation (what Warren said, what Nabu said,
 what the LLM received) to FILE.
