@@ -310,6 +310,7 @@ async def test_a_failed_question_stays_apart_from_the_next_one():
             config=LLMConfig(base_url=srv.url, retry_attempts=1),
             locale=LocaleConfig(),
             system_prompt="Be brief.",
+            matcher=MATCHER,
             unanswered=unanswered,
         )
         stages = Pipeline([HistoryWindow(turns=4, unanswered=unanswered), llm])
