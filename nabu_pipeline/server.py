@@ -58,6 +58,7 @@ from starlette.websockets import WebSocketState
 from nabu_pipeline import engines
 from nabu_pipeline.config import ConfigError, NabuConfig
 from nabu_pipeline.conversation_store import ConversationStore, record_turns
+from nabu_pipeline.freed_memory import release_freed_memory
 from nabu_pipeline.http_limits import uvicorn_limits
 from nabu_pipeline.logs import route_stdlib_logging
 from nabu_pipeline.origins import OriginPolicy
@@ -381,6 +382,7 @@ class NabuServer:
             if websocket.client_state == WebSocketState.CONNECTED:
                 with suppress(Exception):
                     await websocket.close(code=1000)
+            await asyncio.to_thread(release_freed_memory)
 
     # --- one session --------------------------------------------------------------------------
 
