@@ -9,6 +9,10 @@ Used for issue 12's before/after table; the tests in
 tests/test_server_hardening.py assert the same behaviour.
 """
 
+# A probe tool: blocking reads of the server's log and plain httpx calls inside coroutines are
+# deliberate (one probe at a time, timing is not the point).
+# ruff: noqa: ASYNC210, ASYNC240
+
 from __future__ import annotations
 
 import argparse
@@ -53,9 +57,9 @@ def nabu_serve(tmp: Path, name: str, env: dict, config: str):
     log_path = tmp / f"{name}.log"
     data = tmp / f"{name}-data"
     with log_path.open("wb") as log:
+        command = [sys.executable, "-m", "nabu_pipeline.cli", "serve", "--port", str(port)]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "nabu_pipeline.cli", "serve", "--port", str(port)]
-            + ["--config", str(cfg)],
+            [*command, "--config", str(cfg)],
             cwd=ROOT,
             env={**os.environ, "NABU_DATA_DIR": str(data), **env},
             stdout=log,

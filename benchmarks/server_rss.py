@@ -86,9 +86,9 @@ async def run(args) -> None:
     from nabu_pipeline.config import NabuConfig
 
     if args.no_trim:
-        import nabu_pipeline.server
+        import nabu_pipeline.freed_memory
 
-        nabu_pipeline.server.release_freed_memory = lambda: None
+        nabu_pipeline.freed_memory.release_freed_memory = lambda: None
     speech = load_pcm(CLIPS / "goforward.wav")
     samples = []
     with (
@@ -119,7 +119,7 @@ async def run(args) -> None:
                         f"({time.monotonic() - started:.0f} s)"
                     )
             await wait_idle(srv)
-            await asyncio.sleep(5)
+            await asyncio.sleep(10)  # the server releases freed memory 5 s after the last one
             idle = rss_mb()
             loop = srv.server.loop
             tasks = asyncio.run_coroutine_threadsafe(_task_count(), loop).result(10)
@@ -131,7 +131,7 @@ async def run(args) -> None:
                 trimmed = rss_mb()
             except OSError:
                 pass
-            print(f"idle 5 s after the last session: {idle:.0f} MB")
+            print(f"idle 10 s after the last session: {idle:.0f} MB")
             print(f"after gc.collect(): {after_gc:.0f} MB; live objects: {dict(objects)}")
             print(f"server loop tasks: {tasks}; threads: {threading.active_count()}")
             if trimmed is not None:
@@ -159,7 +159,7 @@ def main() -> None:
     p.add_argument(
         "--no-trim",
         action="store_true",
-        help="measure without the server's malloc_trim after each session",
+        help="measure without the server's release of freed memory when idle",
     )
     asyncio.run(run(p.parse_args()))
 

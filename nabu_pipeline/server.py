@@ -58,7 +58,7 @@ from starlette.websockets import WebSocketState
 from nabu_pipeline import engines
 from nabu_pipeline.config import ConfigError, NabuConfig
 from nabu_pipeline.conversation_store import ConversationStore, record_turns
-from nabu_pipeline.freed_memory import release_freed_memory
+from nabu_pipeline.freed_memory import FreedMemory
 from nabu_pipeline.http_limits import uvicorn_limits
 from nabu_pipeline.logs import route_stdlib_logging
 from nabu_pipeline.origins import OriginPolicy
@@ -200,6 +200,7 @@ class NabuServer:
         self.sessions: dict[str, LiveSession] = {}
         self._admission = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
+        self._freed = FreedMemory()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.app = self._build_app()
 
@@ -263,6 +264,7 @@ class NabuServer:
                 )
         await self.store.open()
         pruner = asyncio.create_task(self._prune_forever(), name="nabu-store-prune")
+        releaser = asyncio.create_task(self._freed.run(lambda: not self.sessions))
         logger.info(
             f"Nabu server ready in {time.perf_counter() - start:.1f}s "
             f"(max {self.settings.max_sessions} sessions, auth "
@@ -272,11 +274,12 @@ class NabuServer:
             yield
         finally:
             pruner.cancel()
+            releaser.cancel()
             for live in list(self.sessions.values()):
                 await live.end("server shutting down", tell_client="Nabu is restarting.")
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._all_done(), 10)
-            await asyncio.gather(pruner, return_exceptions=True)
+            await asyncio.gather(pruner, releaser, return_exceptions=True)
             await self.store.close()
             logger.info("Nabu server stopped")
 
@@ -382,7 +385,7 @@ class NabuServer:
             if websocket.client_state == WebSocketState.CONNECTED:
                 with suppress(Exception):
                     await websocket.close(code=1000)
-            await asyncio.to_thread(release_freed_memory)
+            self._freed.session_ended()
 
     # --- one session --------------------------------------------------------------------------
 
