@@ -8,8 +8,8 @@ after it ended. Measured over 300 sessions (`python -m benchmarks.server_rss`),
 nothing a session creates stays alive, yet the resident size stayed hundreds
 of MB above what is in use (765 MB idle, 451 MB after a collection and
 `malloc_trim`). So a few seconds after the last session ends, with nobody
-connected, `FreedMemory` collects garbage and trims the heap (tens of ms,
-while nobody is talking). Elsewhere than glibc the trim does nothing.
+connected, `FreedMemory` collects garbage and trims the heap (briefly, on the
+event loop, while nobody is connected). Elsewhere than glibc the trim does nothing.
 """
 
 from __future__ import annotations
