@@ -417,7 +417,8 @@ class ServerConfig(_Frozen):
     """`nabu serve`: the WebSocket server the phone app and the browser page talk to."""
 
     allowed_origins: tuple[str, ...] = ()
-    """Browser origins allowed to open /ws (e.g. https://nabu.example.org); empty allows any."""
+    """Other browser origins allowed to open /ws (e.g. https://nabu.example.org); the server's
+    own pages always may."""
     max_sessions: int = Field(default=4, ge=1, le=64)
     """Conversations served at once (each runs VAD, Whisper and Piper); one more is refused."""
     max_message_bytes: int = Field(default=65536, ge=4096, le=16 * 1024 * 1024)

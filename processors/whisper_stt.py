@@ -160,6 +160,13 @@ class NabuWhisperSTTService(WhisperSTTService):
         self._user_id = getattr(frame, "user_id", "") or ""
         self._audio_buffer += frame.audio
 
+    async def cleanup(self):
+        # A session cancelled while its StartFrame was being handled (a phone connecting and
+        # leaving at once) gets its segment task after the CancelFrame has passed; end it here
+        # so it never outlives the session ("dangling task", "Task was destroyed").
+        await self._cancel_segment_task()
+        await super().cleanup()
+
     def _load(self):
         """Use the process-wide model instead of loading one per session."""
         self._model = self._shared_model
