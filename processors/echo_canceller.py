@@ -36,6 +36,9 @@ FAR_ACTIVE_ENERGY = 100.0**2
 # Echo counts as present above -20 dB of coupling (mic energy / played energy).
 ECHO_COUPLING_MIN = 0.01
 MIN_COUPLING_FRAMES = 10
+# What AEC3 leaves that is quieter than this fraction of the estimated echo (-6 dB) is
+# taken for residual echo, not Warren (see EchoCanceller._without_residual_echo).
+RESIDUAL_GATE = 0.25
 # Nabu's voice keeps arriving this long after it stopped playing: the echo path's own
 # delay (a phone on speaker over the network: 0.1-0.4 s) plus the room's reverberation.
 ECHO_TAIL_S = 0.6
@@ -149,8 +152,9 @@ def stamp_capture_times(input_transport: BaseInputTransport, sample_rate_hz: int
     push = input_transport.push_audio_frame
 
     async def push_stamped(frame: InputAudioRawFrame) -> None:
-        channels = max(frame.num_channels, 1)
-        frame.metadata[CAPTURED_AT_KEY] = clock.frame_ended(len(frame.audio) // 2 // channels)
+        if CAPTURED_AT_KEY not in frame.metadata:  # a transport that knows better stamps its own
+            channels = max(frame.num_channels, 1)
+            frame.metadata[CAPTURED_AT_KEY] = clock.frame_ended(len(frame.audio) // 2 // channels)
         await push(frame)
 
     input_transport.push_audio_frame = push_stamped
@@ -187,8 +191,9 @@ class EchoCanceller(FrameProcessor):
         self._warned = False
         # Echo coupling (mic energy / played energy) over the last ~2 s of Nabu speaking.
         self._coupling: collections.deque[float] = collections.deque(maxlen=100)
-        # (samples, played energy) of the last ECHO_TAIL_S, and how long Nabu has been playing.
-        self._far_recent: collections.deque[tuple[int, float]] = collections.deque()
+        # (samples, mic energy, played energy) of the last ECHO_TAIL_S, and how long Nabu has
+        # been playing.
+        self._recent: collections.deque[tuple[int, float, float]] = collections.deque()
         self._playing_s = 0.0
 
     def _canceller(self, rate: int):
@@ -206,8 +211,8 @@ class EchoCanceller(FrameProcessor):
         echoes (a headset, or a phone whose own AEC already removed it): a "Stop."
         then never reached VAD in one CI run. So the cancelled audio is used only
         while the microphone measurably carries the played audio: the median ratio
-        of mic energy to the loudest played audio of the last `ECHO_TAIL_S` (the
-        echo arrives that much later at most) over Nabu's last ~2 s of speech (a
+        of mic energy to played energy, each summed over the last `ECHO_TAIL_S` (the
+        echo arrives that much later at most), over Nabu's last ~2 s of speech (a
         median, so Warren's own words do not count). Until the echo has had time
         to arrive (`ECHO_SETTLE_S` into a reply) nothing is measured and the
         cancelled audio is used: measuring the first frames, before the echo came
@@ -216,20 +221,49 @@ class EchoCanceller(FrameProcessor):
         comes back after it was played, when the reference is already silent.
         """
         n = len(near)
-        self._far_recent.append((n, float(np.mean(far.astype(np.float32) ** 2))))
-        span = sum(k for k, _ in self._far_recent)
-        while span - self._far_recent[0][0] >= ECHO_TAIL_S * rate:
-            span -= self._far_recent.popleft()[0]
-        far_energy = max(e for _, e in self._far_recent)
-        if far_energy < FAR_ACTIVE_ENERGY:
+        recent = self._recent
+        recent.append(
+            (
+                n,
+                float(np.mean(near.astype(np.float32) ** 2)),
+                float(np.mean(far.astype(np.float32) ** 2)),
+            )
+        )
+        span = sum(k for k, _, _ in recent)
+        while span - recent[0][0] >= ECHO_TAIL_S * rate:
+            span -= recent.popleft()[0]
+        if max(f for _, _, f in recent) < FAR_ACTIVE_ENERGY:
             self._playing_s = 0.0
             return False
         self._playing_s += n / rate
         if self._playing_s >= ECHO_SETTLE_S:
-            self._coupling.append(float(np.mean(near.astype(np.float32) ** 2)) / far_energy)
+            # Energies summed over the window: the echo's delay inside it does not matter.
+            near_sum = sum(k * e for k, e, _ in recent)
+            far_sum = sum(k * f for k, _, f in recent)
+            self._coupling.append(near_sum / far_sum)
         if len(self._coupling) < MIN_COUPLING_FRAMES:
             return True
         return float(np.median(self._coupling)) > ECHO_COUPLING_MIN
+
+    def _without_residual_echo(self, clean: np.ndarray) -> np.ndarray:
+        """Silence where what AEC3 left is quieter than a fraction of the echo it faced.
+
+        AEC3 takes a second or two to converge on a new echo path (a session's first
+        reply); meanwhile 10-30 dB of Nabu's voice remains, enough for VAD, and Nabu
+        interrupted itself. Warren speaking over Nabu is about as loud as the echo or
+        louder, so what stays above `RESIDUAL_GATE` of the echo estimate (played
+        energy x measured coupling) goes on to VAD; the rest is residual echo.
+        """
+        if len(self._coupling) < MIN_COUPLING_FRAMES:
+            coupling = 1.0  # not measured yet: assume the loudest echo
+        else:
+            coupling = float(np.median(self._coupling))
+        span = sum(k for k, _, _ in self._recent)
+        played = sum(k * f for k, _, f in self._recent) / max(span, 1)
+        echo_estimate = coupling * played
+        if float(np.mean(clean.astype(np.float32) ** 2)) < RESIDUAL_GATE * echo_estimate:
+            return np.zeros_like(clean)
+        return clean
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
@@ -248,6 +282,7 @@ class EchoCanceller(FrameProcessor):
                 clean = self._canceller(frame.sample_rate).process(near, far)
                 raw = frame.audio
                 if self._echo_present(near, far, frame.sample_rate):
+                    clean = self._without_residual_echo(clean)
                     frame = replace(frame, audio=clean.astype(np.int16).tobytes())
                 # Whisper gets the microphone as it was: AEC3 also attenuates Warren's own
                 # voice while Nabu talks (a barged-in "Stop." came out as nothing), and the

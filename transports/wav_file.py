@@ -18,6 +18,8 @@ from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
+from processors.echo_canceller import CAPTURED_AT_KEY
+
 FRAME_S = 0.02
 
 
@@ -58,9 +60,9 @@ class EchoPath:
             samples = self._resampler.resample_chunk(samples)
         self._queue.append((time.monotonic(), samples))
 
-    def mix(self, chunk: np.ndarray) -> np.ndarray:
-        """Add the echo due now to `chunk` (int16)."""
-        due = time.monotonic() - self.delay_s
+    def mix(self, chunk: np.ndarray, captured_at: float) -> np.ndarray:
+        """Add to `chunk` (int16) the echo a microphone capturing it at `captured_at` hears."""
+        due = captured_at - self.delay_s
         echo = np.zeros(len(chunk), dtype=np.float32)
         filled = 0
         while filled < len(chunk) and self._queue and self._queue[0][0] <= due:
@@ -105,11 +107,14 @@ class WavFileInputTransport(BaseInputTransport):
             chunk = samples[i : i + step]
             if len(chunk) < step:
                 chunk = np.pad(chunk, (0, step - len(chunk)))
+            # When a real microphone would have captured this frame: a late event loop
+            # delays the push, not the capture (nor what the microphone heard then).
+            captured_at = t0 + (n + 1) * FRAME_S / self._speed
             if self._echo is not None:
-                chunk = self._echo.mix(chunk)
-            await self.push_audio_frame(
-                InputAudioRawFrame(audio=chunk.tobytes(), sample_rate=rate, num_channels=1)
-            )
+                chunk = self._echo.mix(chunk, captured_at)
+            frame = InputAudioRawFrame(audio=chunk.tobytes(), sample_rate=rate, num_channels=1)
+            frame.metadata[CAPTURED_AT_KEY] = captured_at
+            await self.push_audio_frame(frame)
             self.fed_s += FRAME_S
             delay = t0 + (n + 1) * FRAME_S / self._speed - time.monotonic()
             if delay > 0:
