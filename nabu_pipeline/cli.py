@@ -43,6 +43,24 @@ def _parser() -> argparse.ArgumentParser:
 
     mic = sub.add_parser("mic", help="talk to Nabu through this machine's microphone and speaker")
     mic.add_argument("--config", type=Path, default=None)
+    mic.add_argument(
+        "--list-devices", action="store_true", help="list the microphones and speakers and exit"
+    )
+    mic.add_argument(
+        "--input-device",
+        default=None,
+        metavar="NUMBER|NAME",
+        help="microphone (overrides mic.input_device; default: the system's)",
+    )
+    mic.add_argument(
+        "--output-device",
+        default=None,
+        metavar="NUMBER|NAME",
+        help="speaker (overrides mic.output_device; default: the system's)",
+    )
+    mic.add_argument(
+        "--session", default=None, metavar="ID", help="carry on an earlier conversation"
+    )
 
     bench = sub.add_parser("bench", help="latency and accuracy benchmarks")
     bench.add_argument(
@@ -70,6 +88,27 @@ def _talk(args) -> int:
     return 0
 
 
+def _mic(args) -> int:
+    from nabu_pipeline.mic import list_devices
+    from nabu_pipeline.mic import main as mic_main
+
+    if args.list_devices:
+        print(list_devices())
+        return 0
+    config = load_config(args.config)
+    chosen = {
+        key: value
+        for key, value in (
+            ("input_device", args.input_device),
+            ("output_device", args.output_device),
+        )
+        if value is not None
+    }
+    if chosen:
+        config = config.model_copy(update={"mic": config.mic.model_copy(update=chosen)})
+    return mic_main(config, session_id=args.session)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging(args.log_level)
@@ -86,9 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return serve(load_config(args.config), args.host, args.port)
         if args.command == "mic":
-            from transports.local_mic import main as mic_main
-
-            return mic_main(load_config(args.config))
+            return _mic(args)
     except (ConfigError, ModelError, AudioFileError, ManifestError, MicUnavailable) as e:
         print(f"nabu: {e}", file=sys.stderr)
         return 2

@@ -411,6 +411,15 @@ class ServerConfig(_Frozen):
         return Path(xdg) / "nabu"
 
 
+class MicConfig(_Frozen):
+    """`nabu mic`: which of this machine's sound devices Nabu listens and speaks on."""
+
+    input_device: int | str = ""
+    """Microphone: a number or (part of) a name from `nabu mic --list-devices`; "" = default."""
+    output_device: int | str = ""
+    """Speaker: a number or (part of) a name from `nabu mic --list-devices`; "" = default."""
+
+
 class NabuConfig(_Frozen):
     """The whole configuration."""
 
@@ -424,6 +433,7 @@ class NabuConfig(_Frozen):
     audio: AudioConfig = AudioConfig()
     budgets: BudgetConfig = BudgetConfig()
     server: ServerConfig = ServerConfig()
+    mic: MicConfig = MicConfig()
     source: Annotated[str, Field(exclude=True)] = ""
     """Where this config came from (for messages)."""
 
