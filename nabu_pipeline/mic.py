@@ -15,17 +15,18 @@ import asyncio
 import time
 from contextlib import suppress
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from loguru import logger
-from pipecat.processors.aggregators.llm_context import LLMContext
-from pipecat.workers.runner import WorkerRunner
 
 from nabu_pipeline.config import ConfigError, NabuConfig
-from nabu_pipeline.conversation_store import ConversationStore, record_turns
-from nabu_pipeline.latency import LatencyObserver, TurnRecord
-from nabu_pipeline.pipeline import build_session, describe_llm
-from nabu_pipeline.talk import format_turn
 from transports.local_mic import SoundDevices, local_audio_transport, open_portaudio
+
+if TYPE_CHECKING:
+    from nabu_pipeline.latency import LatencyObserver, TurnRecord
+
+# The pipeline's modules (pipecat, models) are imported only once the devices are known
+# to work, so a machine without them gets its one sentence and nothing else.
 
 # A reply counts as finished when nothing has happened for this long after Nabu stopped.
 REPLY_SETTLE_S = 0.5
@@ -65,6 +66,8 @@ class TurnPrinter:
         )
 
     def flush(self, *, everything: bool = False) -> None:
+        from nabu_pipeline.talk import format_turn
+
         turns = [t for t in self.latency.turns if t.transcript or t.reply]
         now = time.monotonic()
         while self.printed < len(turns):
@@ -84,12 +87,13 @@ class TurnPrinter:
 
 async def run_mic(config: NabuConfig, session_id: str | None = None) -> str:
     """Listen and answer until Ctrl-C (SIGINT) or SIGTERM; returns the session id."""
-    from nabu_pipeline.server import SESSION_ID
+    if session_id is not None:
+        from nabu_pipeline.server import SESSION_ID
 
-    if session_id is not None and not SESSION_ID.match(session_id):
-        raise ConfigError(
-            f"--session must be 8-128 letters, digits, '-' or '_' (got {session_id!r})"
-        )
+        if not SESSION_ID.match(session_id):
+            raise ConfigError(
+                f"--session must be 8-128 letters, digits, '-' or '_' (got {session_id!r})"
+            )
     pa = await asyncio.to_thread(open_portaudio)
     try:
         devices = SoundDevices(pa)
@@ -100,6 +104,12 @@ async def run_mic(config: NabuConfig, session_id: str | None = None) -> str:
     except BaseException:
         pa.terminate()
         raise
+    from pipecat.processors.aggregators.llm_context import LLMContext
+    from pipecat.workers.runner import WorkerRunner
+
+    from nabu_pipeline.conversation_store import ConversationStore, record_turns
+    from nabu_pipeline.pipeline import build_session, describe_llm
+
     transport = local_audio_transport(
         pa,
         input_device=mic,

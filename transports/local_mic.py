@@ -10,6 +10,8 @@ a JACK server; they are kept out of the terminal and logged at DEBUG.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import sys
 import tempfile
@@ -19,7 +21,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 from loguru import logger
-from pipecat.audio.mixers.base_audio_mixer import BaseAudioMixer
 
 Kind = Literal["input", "output"]
 
@@ -33,9 +34,6 @@ MISSING_PYAUDIO = (
     "apt-get install portaudio19-dev python3-dev gcc && pip install -e '.[mic]'"
 )
 _WHAT = {"input": "microphone", "output": "speaker"}
-# PortAudio period per callback (microphone) and per write (speaker); see `_stream_classes`.
-MIC_BUFFER_S = 0.05
-SPEAKER_BUFFER_S = 0.05
 
 
 class MicUnavailable(Exception):
@@ -76,12 +74,34 @@ def quiet_stderr() -> Iterator[None]:
                 logger.debug(f"PortAudio said on stderr:\n{noise[-4000:]}")
 
 
+_alsa_handler = None
+
+
+def _alsa_errors_to_debug() -> None:
+    """ALSA prints a line for every speaker underrun while running; log them at DEBUG."""
+    global _alsa_handler
+    if _alsa_handler is not None:
+        return
+    try:
+        alsa = ctypes.CDLL(ctypes.util.find_library("asound") or "libasound.so.2")
+    except OSError:
+        return  # no ALSA (not Linux): nothing prints
+
+    def handler(file, line, function, err, fmt) -> None:
+        logger.debug(f"ALSA {(function or b'').decode()}: {(fmt or b'').decode(errors='replace')}")
+
+    c_str, c_int = ctypes.c_char_p, ctypes.c_int
+    _alsa_handler = ctypes.CFUNCTYPE(None, c_str, c_int, c_str, c_int, c_str)(handler)
+    alsa.snd_lib_error_set_handler(_alsa_handler)
+
+
 def open_portaudio():
     """A `pyaudio.PyAudio` (PortAudio initialised, devices scanned), quietly."""
     try:
         import pyaudio
     except ImportError:
         raise MicUnavailable(MISSING_PYAUDIO) from None
+    _alsa_errors_to_debug()
     with quiet_stderr():
         return pyaudio.PyAudio()
 
@@ -127,7 +147,8 @@ class SoundDevices:
         usable = self.of_kind(kind)
         what = _WHAT[kind]
         if not usable:
-            raise MicUnavailable(NO_DEVICES.format(what=what))
+            nothing = "microphone or speaker" if not self.devices else what
+            raise MicUnavailable(NO_DEVICES.format(what=nothing))
         wanted_text = str(wanted).strip()
         if wanted_text == "":
             device = self.default(kind)
@@ -195,92 +216,13 @@ class SoundDevices:
         return "\n".join(lines)
 
 
-class KeepSpeakerFed(BaseAudioMixer):
-    """Passes Nabu's audio through; its presence keeps the speaker fed with silence.
-
-    pipecat's output transport writes only while Nabu talks unless it has a mixer,
-    in which case it writes silence in between. A speaker that never runs dry
-    plays at its own clock from start to end, so what the echo canceller is told
-    was played stays in step, sample for sample, with what the microphone records;
-    one that runs dry at every pause restarts late, and the canceller is then told
-    about the sound after its echo has already arrived.
-    """
-
-    async def start(self, sample_rate: int) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    async def process_frame(self, frame) -> None:
-        pass
-
-    async def mix(self, audio: bytes) -> bytes:
-        return audio
-
-
-def _stream_classes():
-    """pipecat's local input and output, opening PortAudio with room to spare.
-
-    pipecat opens both streams at PortAudio's lowest latency (about 9 ms through
-    PulseAudio). On a busy machine the speaker then runs dry and the microphone
-    overflows many times a minute: each dropout shifts what was played against
-    what was heard, and the echo canceller, which needs the played sound to come
-    first, loses Nabu's voice. Buffers of `SPEAKER_BUFFER_S` / `MIC_BUFFER_S`
-    survive the load of Whisper and Piper running on the same two cores.
-    """
-    from pipecat.transports.base_input import BaseInputTransport
-    from pipecat.transports.base_output import BaseOutputTransport
-    from pipecat.transports.local.audio import (
-        LocalAudioInputTransport,
-        LocalAudioOutputTransport,
-        LocalAudioTransport,
-    )
-
-    class Microphone(LocalAudioInputTransport):
-        async def setup(self, setup) -> None:
-            await BaseInputTransport.setup(self, setup)
-            self._in_stream = self._py_audio.open(
-                format=self._py_audio.get_format_from_width(2),
-                channels=self._params.audio_in_channels,
-                rate=self._sample_rate,
-                frames_per_buffer=int(self._sample_rate * MIC_BUFFER_S),
-                stream_callback=self._audio_in_callback,
-                input=True,
-                input_device_index=self._params.input_device_index,
-            )
-
-    class Speaker(LocalAudioOutputTransport):
-        async def setup(self, setup) -> None:
-            await BaseOutputTransport.setup(self, setup)
-            self._out_stream = self._py_audio.open(
-                format=self._py_audio.get_format_from_width(2),
-                channels=self._params.audio_out_channels,
-                rate=self.sample_rate,
-                frames_per_buffer=int(self.sample_rate * SPEAKER_BUFFER_S),
-                output=True,
-                output_device_index=self._params.output_device_index,
-            )
-
-    class Transport(LocalAudioTransport):
-        def input(self):
-            if not self._input:
-                self._input = Microphone(self._pyaudio, self._params)
-            return self._input
-
-        def output(self):
-            if not self._output:
-                self._output = Speaker(self._pyaudio, self._params)
-            return self._output
-
-    return Transport
-
-
 def local_audio_transport(
     pa, *, input_device: SoundDevice, output_device: SoundDevice, in_rate_hz: int, out_rate_hz: int
 ):
     """pipecat's LocalAudioTransport on the chosen devices (mono, Nabu's rates)."""
     from pipecat.transports.local.audio import LocalAudioTransportParams
+
+    from transports.local_audio import KeepSpeakerFed, RoomyLocalAudioTransport
 
     params = LocalAudioTransportParams(
         audio_in_enabled=True,
@@ -292,7 +234,7 @@ def local_audio_transport(
         audio_out_mixer=KeepSpeakerFed(),
     )
     with quiet_stderr():
-        transport = _stream_classes()(params)
+        transport = RoomyLocalAudioTransport(params)
     # pipecat opens its own PortAudio handle; ours only served to choose the devices.
     pa.terminate()
     return transport
