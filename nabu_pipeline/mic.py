@@ -109,13 +109,18 @@ async def run_mic(config: NabuConfig, session_id: str | None = None) -> str:
 
     from nabu_pipeline.conversation_store import ConversationStore, record_turns
     from nabu_pipeline.pipeline import build_session, describe_llm
+    from processors.echo_canceller import EchoReference
 
+    # The speaker is fed without pause (transports.local_audio.KeepSpeakerFed) and says
+    # when the sound card took each chunk: the canceller pairs them sample for sample.
+    echo = EchoReference(config.audio.in_sample_rate_hz, continuous=True)
     transport = local_audio_transport(
         pa,
         input_device=mic,
         output_device=speaker,
         in_rate_hz=config.audio.in_sample_rate_hz,
         out_rate_hz=config.audio.out_sample_rate_hz,
+        on_played=echo.push,
     )
     logger.info(describe_llm(config))
     if not config.audio.echo_cancellation:
@@ -142,6 +147,7 @@ async def run_mic(config: NabuConfig, session_id: str | None = None) -> str:
                 "idle_timeout_secs": None,
                 "conversation_id": session_id,
             },
+            echo_reference=echo,
         )
         record_turns(store, session_id, session.parts["user"], session.parts["assistant"])
         printer = TurnPrinter(session.latency)

@@ -234,8 +234,14 @@ def build_session(
     context: LLMContext | None = None,
     observers: list[BaseObserver] | None = None,
     worker_kwargs: dict | None = None,
+    echo_reference: EchoReference | None = None,
 ) -> Session:
-    """The whole pipeline for one conversation on `transport`."""
+    """The whole pipeline for one conversation on `transport`.
+
+    `echo_reference`: what is played, for the echo canceller, when the transport
+    feeds it itself (a local speaker knows when the sound card took a chunk: `nabu
+    mic`); otherwise each chunk counts as played when the output transport sends it.
+    """
     context = context or LLMContext()
     # Shared by STT, release gate and history window: one sentence across Warren's pauses.
     utterance = UtteranceState() if config.turn.pause_tolerance_s > 0 else None
@@ -247,9 +253,9 @@ def build_session(
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
         context, user_params=user_turn_params(config)
     )
-    echo = EchoReference(config.audio.in_sample_rate_hz)
+    echo = echo_reference or EchoReference(config.audio.in_sample_rate_hz)
     aec_on = config.audio.echo_cancellation
-    if aec_on:
+    if aec_on and echo_reference is None:
         reference_what_is_played(transport.output(), echo)
     processors = {
         "input": transport.input(),

@@ -37,17 +37,34 @@ MIN_COUPLING_FRAMES = 10
 ECHO_TAIL_S = 0.6
 # The reference never holds more than this: a stalled input must not let it drift.
 MAX_REFERENCE_S = 1.0
+# A continuous reference this late is a speaker that stalled, not one that played on.
+MAX_OWED_S = 0.25
 
 
 class EchoReference:
-    """What Nabu played, resampled to the microphone's rate, consumed in step with it."""
+    """What Nabu played, resampled to the microphone's rate, consumed in step with it.
 
-    def __init__(self, sample_rate_hz: int = 16000):
+    `continuous`: the speaker is fed without pause (silence between replies) and
+    says when the sound card took each chunk, as `nabu mic`'s does. Speaker and
+    microphone then run on one clock, so the n-th sample played pairs with the
+    n-th sample recorded, however the event loop bunches up either. When the
+    microphone asks for reference that has not arrived yet it gets silence, and
+    as many samples are skipped when they do arrive: otherwise each late arrival
+    moves the reference after its own echo for good (measured on a busy machine:
+    from +100 ms to +30 ms in five seconds, then Nabu heard itself). Without
+    `continuous`, a gap is Nabu being silent, and nothing is owed.
+    """
+
+    def __init__(self, sample_rate_hz: int = 16000, *, continuous: bool = False):
         self._rate = sample_rate_hz
         self._chunks: collections.deque[np.ndarray] = collections.deque()
         self._size = 0
         self._resampler: soxr.ResampleStream | None = None
         self._in_rate = 0
+        self._continuous = continuous
+        self._started = False
+        # Samples the microphone was given silence for, to skip when they arrive.
+        self._owed = 0
 
     def push(self, pcm: bytes, sample_rate_hz: int, num_channels: int = 1) -> None:
         samples = np.frombuffer(pcm, dtype=np.int16)
@@ -58,6 +75,11 @@ class EchoReference:
                 self._resampler = soxr.ResampleStream(sample_rate_hz, self._rate, 1, dtype="int16")
                 self._in_rate = sample_rate_hz
             samples = self._resampler.resample_chunk(samples)
+        self._started = True
+        if self._owed:
+            skip = min(self._owed, len(samples))
+            samples = samples[skip:]
+            self._owed -= skip
         if len(samples):
             self._chunks.append(samples)
             self._size += len(samples)
@@ -78,6 +100,12 @@ class EchoReference:
             else:
                 self._chunks[0] = chunk[take:]
             self._size -= take
+        if self._continuous and self._started and filled < n:
+            self._owed += n - filled
+            if self._owed > MAX_OWED_S * self._rate:
+                # Not late audio but a speaker that stopped taking any (PulseAudio holds
+                # the first write of a stream 1.5-2 s): nothing was played meanwhile.
+                self._owed = 0
         return out
 
 

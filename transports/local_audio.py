@@ -17,7 +17,11 @@ records (the canceller needs the played sound to reach it before its echo):
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 from pipecat.audio.mixers.base_audio_mixer import BaseAudioMixer
+from pipecat.frames.frames import OutputAudioRawFrame
 from pipecat.processors.frame_processor import FrameProcessor, FrameProcessorSetup
 from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
@@ -26,6 +30,9 @@ from pipecat.transports.local.audio import (
     LocalAudioOutputTransport,
     LocalAudioTransport,
 )
+
+# Told of each chunk the speaker took: (pcm, sample_rate_hz, num_channels).
+OnPlayed = Callable[[bytes, int, int], None]
 
 MIC_BUFFER_S = 0.05
 SPEAKER_BUFFER_S = 0.05
@@ -64,7 +71,17 @@ class RoomyMicrophone(LocalAudioInputTransport):
 
 
 class RoomySpeaker(LocalAudioOutputTransport):
-    """pipecat's local output, opened with `SPEAKER_BUFFER_S` periods."""
+    """pipecat's local output, opened with `SPEAKER_BUFFER_S` periods.
+
+    `on_played(pcm, sample_rate_hz, num_channels)` hears each chunk once PortAudio
+    has taken it, i.e. once the sound card is about to play it. Not before: the
+    first write of a stream waits 1.5-2 s for PulseAudio to start the speaker, and
+    a chunk counted as played while it waits would be echo that never came.
+    """
+
+    def __init__(self, py_audio, params, on_played: OnPlayed | None):
+        super().__init__(py_audio, params)
+        self._on_played = on_played
 
     async def setup(self, setup: FrameProcessorSetup) -> None:
         await BaseOutputTransport.setup(self, setup)
@@ -77,9 +94,31 @@ class RoomySpeaker(LocalAudioOutputTransport):
             output_device_index=self._params.output_device_index,
         )
 
+    async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
+        written = await super().write_audio_frame(frame)
+        if written and self._on_played is not None:
+            self._on_played(frame.audio, frame.sample_rate, frame.num_channels)
+        return written
+
+    async def cleanup(self) -> None:
+        # pipecat closes the stream while its executor may still be inside a blocking
+        # write (always, with the speaker kept fed): PortAudio then frees the buffer
+        # under the write and the process dies (glibc: "malloc_consolidate(): unaligned
+        # fastbin chunk detected"). Let that write finish first.
+        await BaseOutputTransport.cleanup(self)
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
+        if self._out_stream:
+            self._out_stream.stop_stream()
+            self._out_stream.close()
+            self._out_stream = None
+
 
 class RoomyLocalAudioTransport(LocalAudioTransport):
     """LocalAudioTransport with the roomier streams above."""
+
+    def __init__(self, params, *, on_played: OnPlayed | None = None):
+        super().__init__(params)
+        self._on_played = on_played
 
     def input(self) -> FrameProcessor:
         if not self._input:
@@ -88,5 +127,5 @@ class RoomyLocalAudioTransport(LocalAudioTransport):
 
     def output(self) -> FrameProcessor:
         if not self._output:
-            self._output = RoomySpeaker(self._pyaudio, self._params)
+            self._output = RoomySpeaker(self._pyaudio, self._params, self._on_played)
         return self._output

@@ -15,7 +15,7 @@ import ctypes.util
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
@@ -217,9 +217,18 @@ class SoundDevices:
 
 
 def local_audio_transport(
-    pa, *, input_device: SoundDevice, output_device: SoundDevice, in_rate_hz: int, out_rate_hz: int
+    pa,
+    *,
+    input_device: SoundDevice,
+    output_device: SoundDevice,
+    in_rate_hz: int,
+    out_rate_hz: int,
+    on_played: Callable[[bytes, int, int], None] | None = None,
 ):
-    """pipecat's LocalAudioTransport on the chosen devices (mono, Nabu's rates)."""
+    """pipecat's LocalAudioTransport on the chosen devices (mono, Nabu's rates).
+
+    `on_played(pcm, sample_rate_hz, num_channels)` hears every chunk the speaker takes.
+    """
     from pipecat.transports.local.audio import LocalAudioTransportParams
 
     from transports.local_audio import KeepSpeakerFed, RoomyLocalAudioTransport
@@ -234,7 +243,7 @@ def local_audio_transport(
         audio_out_mixer=KeepSpeakerFed(),
     )
     with quiet_stderr():
-        transport = RoomyLocalAudioTransport(params)
+        transport = RoomyLocalAudioTransport(params, on_played=on_played)
     # pipecat opens its own PortAudio handle; ours only served to choose the devices.
     pa.terminate()
     return transport
