@@ -111,8 +111,8 @@ async def run_mic(config: NabuConfig, session_id: str | None = None) -> str:
     from nabu_pipeline.pipeline import build_session, describe_llm
     from processors.echo_canceller import EchoReference
 
-    # The speaker is fed without pause (transports.local_audio.KeepSpeakerFed) and says
-    # when the sound card took each chunk: the canceller pairs them sample for sample.
+    # The speaker reports every period it plays, silence included (SteadySpeaker):
+    # the canceller pairs it with the microphone sample for sample.
     echo = EchoReference(config.audio.in_sample_rate_hz, continuous=True)
     transport = local_audio_transport(
         pa,

@@ -39,6 +39,8 @@ ECHO_TAIL_S = 0.6
 MAX_REFERENCE_S = 1.0
 # A continuous reference this late is a speaker that stalled, not one that played on.
 MAX_OWED_S = 0.25
+# A continuous reference's waiting level is measured over this much audio (see _trim_slack).
+SLACK_WINDOW_S = 2.0
 
 
 class EchoReference:
@@ -65,6 +67,8 @@ class EchoReference:
         self._started = False
         # Samples the microphone was given silence for, to skip when they arrive.
         self._owed = 0
+        self._levels: list[int] = []
+        self._levels_span = 0
 
     def push(self, pcm: bytes, sample_rate_hz: int, num_channels: int = 1) -> None:
         samples = np.frombuffer(pcm, dtype=np.int16)
@@ -100,13 +104,41 @@ class EchoReference:
             else:
                 self._chunks[0] = chunk[take:]
             self._size -= take
-        if self._continuous and self._started and filled < n:
-            self._owed += n - filled
-            if self._owed > MAX_OWED_S * self._rate:
-                # Not late audio but a speaker that stopped taking any (PulseAudio holds
-                # the first write of a stream 1.5-2 s): nothing was played meanwhile.
-                self._owed = 0
+        if self._continuous and self._started:
+            if filled < n:
+                self._owed += n - filled
+                if self._owed > MAX_OWED_S * self._rate:
+                    # Not late audio but a speaker that stopped (PulseAudio holds the
+                    # first period of a stream 1.5-2 s): nothing was played meanwhile.
+                    self._owed = 0
+            self._trim_slack(n)
         return out
+
+    def _trim_slack(self, pulled: int) -> None:
+        """Drop reference that always waits: it would pair with echo recorded before it.
+
+        How much reference is waiting when the microphone asks depends on which of
+        the two streams started first, not on the sound: measured, a steady 125 ms,
+        which put the reference as late as its echo and AEC3 could not cancel it.
+        What always waits (the low tenth of the levels over a few seconds) is
+        dropped, so the reference leads its echo by the sound card's own latency.
+        """
+        self._levels.append(self._size)
+        self._levels_span += pulled
+        if self._levels_span < SLACK_WINDOW_S * self._rate:
+            return
+        slack = int(np.percentile(self._levels, 10))
+        self._levels.clear()
+        self._levels_span = 0
+        while slack > 0 and self._chunks:
+            chunk = self._chunks[0]
+            take = min(slack, len(chunk))
+            if take == len(chunk):
+                self._chunks.popleft()
+            else:
+                self._chunks[0] = chunk[take:]
+            self._size -= take
+            slack -= take
 
 
 def reference_what_is_played(output: BaseOutputTransport, reference: EchoReference) -> None:

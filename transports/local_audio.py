@@ -1,26 +1,25 @@
-"""pipecat's local audio transport, made steady enough for echo cancellation.
+"""pipecat's local audio transport, steady enough for echo cancellation.
 
-Two changes to `LocalAudioTransport`, both so that what the echo canceller is
-told was played stays in step, sample for sample, with what the microphone
-records (the canceller needs the played sound to reach it before its echo):
+The echo canceller must be told what the speaker played, sample for sample and
+before its echo comes back through the microphone. Two changes to pipecat's
+`LocalAudioTransport` make that hold on a busy two-core machine:
 
-- PortAudio periods of `MIC_BUFFER_S` / `SPEAKER_BUFFER_S` instead of
-  PortAudio's lowest latency (about 9 ms through PulseAudio). At 9 ms, with
-  Whisper and Piper busy on two cores, the speaker ran dry and the microphone
-  overflowed several times a minute; each dropout shifted the echo against the
-  reference (measured: -16 to +14 ms, i.e. the echo often came first) and Nabu
-  interrupted itself. With 50 ms the lag was a steady +56 ms.
-- `KeepSpeakerFed`: with a mixer, pipecat's output transport writes silence
-  between replies instead of letting the speaker run dry, so the speaker plays
-  at its own clock from start to end instead of restarting late at each reply.
+- `SteadySpeaker`: PortAudio's own thread takes each period of speech (or
+  silence) and reports exactly that as played, instead of blocking writes from
+  the event loop that left the sound card to run dry whenever the loop was late.
+- PortAudio periods of `MIC_BUFFER_S` / `SPEAKER_BUFFER_S` instead of its lowest
+  latency (about 9 ms through PulseAudio), at which the microphone overflowed
+  several times a minute while Whisper and Piper ran.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from collections.abc import Callable
 
-from pipecat.audio.mixers.base_audio_mixer import BaseAudioMixer
+import pyaudio
 from pipecat.frames.frames import OutputAudioRawFrame
 from pipecat.processors.frame_processor import FrameProcessor, FrameProcessorSetup
 from pipecat.transports.base_input import BaseInputTransport
@@ -36,22 +35,6 @@ OnPlayed = Callable[[bytes, int, int], None]
 
 MIC_BUFFER_S = 0.05
 SPEAKER_BUFFER_S = 0.05
-
-
-class KeepSpeakerFed(BaseAudioMixer):
-    """Mixes nothing in; having a mixer makes the output write silence between replies."""
-
-    async def start(self, sample_rate: int) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    async def process_frame(self, frame) -> None:
-        pass
-
-    async def mix(self, audio: bytes) -> bytes:
-        return audio
 
 
 class RoomyMicrophone(LocalAudioInputTransport):
@@ -70,47 +53,78 @@ class RoomyMicrophone(LocalAudioInputTransport):
         )
 
 
-class RoomySpeaker(LocalAudioOutputTransport):
-    """pipecat's local output, opened with `SPEAKER_BUFFER_S` periods.
+class SteadySpeaker(LocalAudioOutputTransport):
+    """pipecat's local output, played by PortAudio's clock rather than by blocking writes.
 
-    `on_played(pcm, sample_rate_hz, num_channels)` hears each chunk once PortAudio
-    has taken it, i.e. once the sound card is about to play it. Not before: the
-    first write of a stream waits 1.5-2 s for PulseAudio to start the speaker, and
-    a chunk counted as played while it waits would be echo that never came.
+    pipecat writes to the speaker from the event loop; on a busy machine the loop
+    comes back late, the sound card runs dry and plays silence nobody was told of,
+    and the echo canceller's reference slides against the echo (measured: the
+    speaker fell 0.66 s behind the microphone in 23 s while Whisper ran). Here
+    PortAudio's own thread asks for each period: it gets what Nabu has queued, or
+    silence, and `on_played(pcm, sample_rate_hz, num_channels)` hears exactly that,
+    silence included. So the reference is the speaker's stream sample for sample,
+    on the sound card's clock, like the microphone's. `write_audio_frame` returns
+    once at most one period waits ahead, pacing Nabu's speech as a blocking write
+    would, so an interruption still cuts it off within `SPEAKER_BUFFER_S`.
     """
 
     def __init__(self, py_audio, params, on_played: OnPlayed | None):
         super().__init__(py_audio, params)
         self._on_played = on_played
+        self._queued = bytearray()
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._period_bytes = 0
 
     async def setup(self, setup: FrameProcessorSetup) -> None:
         await BaseOutputTransport.setup(self, setup)
+        self._loop = asyncio.get_running_loop()
+        period = int(self.sample_rate * SPEAKER_BUFFER_S)
+        self._period_bytes = period * 2 * self._params.audio_out_channels
         self._out_stream = self._py_audio.open(
             format=self._py_audio.get_format_from_width(2),
             channels=self._params.audio_out_channels,
             rate=self.sample_rate,
-            frames_per_buffer=int(self.sample_rate * SPEAKER_BUFFER_S),
+            frames_per_buffer=period,
             output=True,
             output_device_index=self._params.output_device_index,
+            stream_callback=self._play,
         )
 
+    def _play(self, _in_data, frame_count, _time_info, _status):
+        """PortAudio's thread: the next period of what Nabu says, or silence."""
+        size = frame_count * 2 * self._params.audio_out_channels
+        with self._lock:
+            chunk = bytes(self._queued[:size])
+            del self._queued[:size]
+        chunk += bytes(size - len(chunk))
+        if self._on_played is not None and self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: shutting down
+                self._loop.call_soon_threadsafe(
+                    self._on_played, chunk, self.sample_rate, self._params.audio_out_channels
+                )
+        return (chunk, pyaudio.paContinue)
+
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
-        written = await super().write_audio_frame(frame)
-        if written and self._on_played is not None:
-            self._on_played(frame.audio, frame.sample_rate, frame.num_channels)
-        return written
+        if self._out_stream is None:
+            return False
+        with self._lock:
+            self._queued += frame.audio
+        while True:
+            with self._lock:
+                ahead = len(self._queued)
+            if ahead <= self._period_bytes:
+                return True
+            await asyncio.sleep(SPEAKER_BUFFER_S / 2)
 
     async def cleanup(self) -> None:
-        # pipecat closes the stream while its executor may still be inside a blocking
-        # write (always, with the speaker kept fed): PortAudio then frees the buffer
-        # under the write and the process dies (glibc: "malloc_consolidate(): unaligned
-        # fastbin chunk detected"). Let that write finish first.
         await BaseOutputTransport.cleanup(self)
-        await asyncio.to_thread(self._executor.shutdown, wait=True)
         if self._out_stream:
+            # Stopping waits for a running callback; closing under one would crash.
             self._out_stream.stop_stream()
             self._out_stream.close()
             self._out_stream = None
+        self._executor.shutdown(wait=False)
 
 
 class RoomyLocalAudioTransport(LocalAudioTransport):
@@ -127,5 +141,5 @@ class RoomyLocalAudioTransport(LocalAudioTransport):
 
     def output(self) -> FrameProcessor:
         if not self._output:
-            self._output = RoomySpeaker(self._pyaudio, self._params, self._on_played)
+            self._output = SteadySpeaker(self._pyaudio, self._params, self._on_played)
         return self._output

@@ -231,7 +231,7 @@ def local_audio_transport(
     """
     from pipecat.transports.local.audio import LocalAudioTransportParams
 
-    from transports.local_audio import KeepSpeakerFed, RoomyLocalAudioTransport
+    from transports.local_audio import RoomyLocalAudioTransport
 
     params = LocalAudioTransportParams(
         audio_in_enabled=True,
@@ -240,7 +240,6 @@ def local_audio_transport(
         audio_out_sample_rate=out_rate_hz,
         input_device_index=input_device.index,
         output_device_index=output_device.index,
-        audio_out_mixer=KeepSpeakerFed(),
     )
     with quiet_stderr():
         transport = RoomyLocalAudioTransport(params, on_played=on_played)
