@@ -75,8 +75,13 @@ class VirtualSound:
 
     directory: Path
     process: subprocess.Popen
-    env: dict[str, str]
+    socket: Path
     recordings: list[Recording] = field(default_factory=list)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment of a program that should use these devices (and nothing else)."""
+        return {**os.environ, "PULSE_SERVER": f"unix:{self.socket}"}
 
     def pactl(self, *args: str) -> str:
         return subprocess.run(
@@ -139,7 +144,7 @@ def virtual_sound(directory: Path):
     runtime = directory / "runtime"
     runtime.mkdir(mode=0o700, exist_ok=True)
     socket = runtime / "native"
-    env = {
+    server_env = {
         **os.environ,
         "HOME": str(directory),
         "XDG_RUNTIME_DIR": str(runtime),
@@ -148,7 +153,7 @@ def virtual_sound(directory: Path):
         "PULSE_STATE_PATH": str(directory / "state"),
         "PULSE_SERVER": f"unix:{socket}",
     }
-    env.pop("DISPLAY", None)
+    server_env.pop("DISPLAY", None)
     log = (directory / "pulseaudio.log").open("wb")
     process = subprocess.Popen(
         [
@@ -167,11 +172,11 @@ def virtual_sound(directory: Path):
             "-L",
             "module-null-sink sink_name=room rate=48000 channels=1",
         ],
-        env=env,
+        env=server_env,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    sound = VirtualSound(directory=directory, process=process, env=env)
+    sound = VirtualSound(directory=directory, process=process, socket=socket)
     try:
         deadline = time.monotonic() + 20
         while True:
