@@ -3,7 +3,7 @@
 - nabu: Nabu's streaming pipeline, exactly as `nabu talk` and `nabu serve` build it.
 - pipecat_default: a stock pipecat 1.14 pipeline with the same models (WhisperSTTService,
   default VAD and smart-turn, OpenAILLMService, PiperTTSService), nothing tuned.
-- sequential: the predecessor (DESIGN.md): whole utterance -> Whisper -> whole transcript ->
+- sequential: the predecessor (docs/RESULTS.md): whole utterance -> Whisper -> whole transcript ->
   non-streaming LLM -> whole reply -> TTS of the whole reply -> send, run with Nabu's own
   components one after another.
 """

@@ -28,7 +28,7 @@ from nabu_pipeline.config import NabuConfig, load_config
 from nabu_pipeline.latency import STAGES
 from nabu_pipeline.scripted_llm import Script, ScriptedLLMServer
 
-# gpt-4o-mini-like pace for the built-in LLM (DESIGN.md, issue 4).
+# gpt-4o-mini-like pace for the built-in LLM (docs/RESULTS.md, "Latency").
 DEFAULT_TTFT_S = 0.35
 DEFAULT_TOKENS_PER_S = 60.0
 ACCURACY_MODELS = ("tiny.en", "base")

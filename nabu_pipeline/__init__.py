@@ -1,4 +1,4 @@
-"""Nabu: a streaming voice assistant on pipecat (see DESIGN.md)."""
+"""Nabu: a streaming voice assistant on pipecat (see docs/ARCHITECTURE.md)."""
 
 import os
 

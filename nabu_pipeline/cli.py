@@ -1,18 +1,25 @@
-"""The `nabu` command: talk, serve, mic, bench (names other tools rely on; DESIGN.md)."""
+"""The `nabu` command: talk, serve, mic, bench (names other tools and checks rely on).
+
+Everything that can be checked without the models (arguments, the log level, the output
+file, the port) is checked first; the heavy imports (pipecat, the pipeline) happen only
+after, so `--help` and a mistyped argument answer at once.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 
-from benchmarks.clips import ManifestError
-from nabu_pipeline.config import ConfigError, load_config, load_dotenv_file
+from nabu_pipeline import preflight
 from nabu_pipeline.logs import setup_logging
-from nabu_pipeline.models import ModelError
-from transports.audio_file import AudioFileError
-from transports.local_mic import MicUnavailable
+
+CONFIG_HELP = (
+    "YAML file laid over configs/default.yaml; it names only what differs "
+    "(default: $NABU_CONFIG, else the defaults alone)"
+)
 
 
 def _speed(value: str) -> float:
@@ -25,24 +32,98 @@ def _speed(value: str) -> float:
     return speed
 
 
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number from 1 to 65535, got {value!r}"
+        ) from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be from 1 to 65535, got {port}")
+    return port
+
+
+def _log_level(value: str) -> str:
+    try:
+        return preflight.log_level(value, "--log-level")
+    except preflight.PreflightError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--log-level ")) from None
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nabu", description="Nabu, a voice assistant for Warren.")
-    p.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(
+        prog="nabu",
+        description="Nabu, a voice assistant for Warren. `nabu COMMAND --help` describes each.",
+        epilog="Environment: OPENAI_API_KEY, NABU_LLM_BASE_URL, NABU_LLM_MODEL, NABU_CONFIG, "
+        "NABU_AUTH_TOKEN, NABU_DATA_DIR, NABU_LOG_LEVEL; .env in this directory is read.",
+    )
+    p.add_argument(
+        "--log-level",
+        type=_log_level,
+        default=None,
+        metavar="LEVEL",
+        help="how much to log: DEBUG, INFO (the default), WARNING or ERROR "
+        "(also TRACE, SUCCESS, CRITICAL); overrides $NABU_LOG_LEVEL",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    talk = sub.add_parser("talk", help="play recordings into Nabu and record its answers")
-    talk.add_argument("--input", action="append", required=True, type=Path, metavar="IN.wav")
-    talk.add_argument("--output", required=True, type=Path, metavar="OUT.wav")
-    talk.add_argument("--config", type=Path, default=None)
-    talk.add_argument("--speed", type=_speed, default=1.0, help="feed audio X times real time")
+    talk = sub.add_parser(
+        "talk",
+        help="play recordings into Nabu and record its answers",
+        description="Play each recording into the full pipeline as if spoken, the next one "
+        "only after Nabu's reply has finished; print what was heard, what Nabu said and "
+        "per-stage latencies; write everything Nabu said to one WAV file.",
+    )
+    talk.add_argument(
+        "--input",
+        action="append",
+        required=True,
+        type=Path,
+        metavar="IN.wav",
+        help="a recording of what Warren says (any sample rate or channels); repeat --input "
+        "for a conversation of several turns, played in the order given",
+    )
+    talk.add_argument(
+        "--output",
+        required=True,
+        type=Path,
+        metavar="OUT.wav",
+        help="WAV file for everything Nabu said (written even if silent); must end in .wav",
+    )
+    talk.add_argument("--config", type=Path, default=None, metavar="FILE", help=CONFIG_HELP)
+    talk.add_argument(
+        "--speed",
+        type=_speed,
+        default=1.0,
+        metavar="X",
+        help="feed the recordings X times faster than real time (0.1-20; default 1, as if "
+        "spoken); faster saves time but can change where turns end",
+    )
 
-    serve = sub.add_parser("serve", help="WebSocket server for the phone app and browser page")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=7860)
-    serve.add_argument("--config", type=Path, default=None)
+    serve = sub.add_parser(
+        "serve",
+        help="WebSocket server for the phone app and browser page",
+        description="Serve the phone app: WebSocket /ws (Pipecat protocol), a browser page "
+        "at /, health at /healthz. Bound to anything but loopback it needs NABU_AUTH_TOKEN.",
+    )
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 for every "
+        "network, which needs NABU_AUTH_TOKEN)",
+    )
+    serve.add_argument("--port", type=_port, default=7860, help="TCP port, 1-65535 (default 7860)")
+    serve.add_argument("--config", type=Path, default=None, metavar="FILE", help=CONFIG_HELP)
 
-    mic = sub.add_parser("mic", help="talk to Nabu through this machine's microphone and speaker")
-    mic.add_argument("--config", type=Path, default=None)
+    mic = sub.add_parser(
+        "mic",
+        help="talk to Nabu through this machine's microphone and speaker",
+        description="Talk to Nabu through this machine's microphone and speaker (desk "
+        "testing; needs PyAudio). Prints each turn like `nabu talk`; Ctrl-C stops, and the "
+        "conversation is kept.",
+    )
+    mic.add_argument("--config", type=Path, default=None, metavar="FILE", help=CONFIG_HELP)
     mic.add_argument(
         "--list-devices", action="store_true", help="list the microphones and speakers and exit"
     )
@@ -50,45 +131,93 @@ def _parser() -> argparse.ArgumentParser:
         "--input-device",
         default=None,
         metavar="NUMBER|NAME",
-        help="microphone (overrides mic.input_device; default: the system's)",
+        help="microphone: a number or (part of) a name from --list-devices "
+        "(overrides mic.input_device; default: the system's)",
     )
     mic.add_argument(
         "--output-device",
         default=None,
         metavar="NUMBER|NAME",
-        help="speaker (overrides mic.output_device; default: the system's)",
+        help="speaker: a number or (part of) a name from --list-devices "
+        "(overrides mic.output_device; default: the system's)",
     )
     mic.add_argument(
         "--session", default=None, metavar="ID", help="carry on an earlier conversation"
     )
 
-    bench = sub.add_parser("bench", help="latency and accuracy benchmarks")
+    bench = sub.add_parser(
+        "bench",
+        help="latency, accuracy and hearing benchmarks",
+        description="Run a benchmark suite; writes DIR/results.json, DIR/report.md and plots.",
+    )
     bench.add_argument(
         "--suite",
         choices=("latency", "accuracy", "paused", "nospeech", "vocabulary"),
         default="latency",
+        help="latency (default): Nabu vs stock pipecat vs the sequential design; accuracy: "
+        "WER and speed of Whisper tiny.en and base; paused, nospeech, vocabulary: hearing",
     )
-    bench.add_argument("--manifest", type=Path, default=None)
-    bench.add_argument("--repeat", type=int, default=1)
-    bench.add_argument("--llm-base-url", default=None)
-    bench.add_argument("--out", type=Path, required=True)
-    bench.add_argument("--config", type=Path, default=None)
+    bench.add_argument(
+        "--manifest",
+        type=Path,
+        default=None,
+        metavar="FILE.tsv",
+        help="clips to use: TSV with file, duration_s, transcript (default: the bundled clips)",
+    )
+    bench.add_argument(
+        "--repeat", type=int, default=1, metavar="N", help="run each clip N times (default 1)"
+    )
+    bench.add_argument(
+        "--llm-base-url",
+        default=None,
+        metavar="URL",
+        help="an OpenAI-protocol server to use instead of the built-in scripted one",
+    )
+    bench.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="directory for the results"
+    )
+    bench.add_argument("--config", type=Path, default=None, metavar="FILE", help=CONFIG_HELP)
     return p
 
 
 def _talk(args) -> int:
+    from nabu_pipeline.config import load_config
     from nabu_pipeline.talk import format_result, talk
+    from transports.audio_file import AudioFileError
 
     for path in args.input:
         if not path.is_file():
             raise AudioFileError(f"Input file not found: {path}")
+    preflight.output_wav(args.output)
     config = load_config(args.config)
     result = asyncio.run(talk(config, args.input, args.output, speed=args.speed))
     print(format_result(result))
-    return 0
+    return 1 if result.write_error else 0
+
+
+def _serve(args) -> int:
+    from nabu_pipeline.config import load_config
+
+    config = load_config(args.config)
+    from nabu_pipeline.server import auth_token_for, serve
+
+    auth_token_for(args.host)  # a missing token is the first thing to fix, then the port
+    preflight.port_free(args.host, args.port)
+    return serve(config, args.host, args.port)
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The exceptions that are the user's to fix: printed as one line, exit 2."""
+    from benchmarks.clips import ManifestError
+    from nabu_pipeline.config import ConfigError
+    from nabu_pipeline.models import ModelError
+    from transports.audio_file import AudioFileError
+
+    return (preflight.PreflightError, ConfigError, ModelError, AudioFileError, ManifestError)
 
 
 def _mic(args) -> int:
+    from nabu_pipeline.config import load_config
     from nabu_pipeline.mic import list_devices
     from nabu_pipeline.mic import main as mic_main
 
@@ -111,8 +240,18 @@ def _mic(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    setup_logging(args.log_level)
-    load_dotenv_file()
+    from nabu_pipeline.config import load_dotenv_file
+
+    load_dotenv_file()  # first, so NABU_LOG_LEVEL in .env counts too
+    try:
+        level = args.log_level or preflight.log_level(
+            os.environ.get("NABU_LOG_LEVEL"), "NABU_LOG_LEVEL"
+        )
+    except preflight.PreflightError as e:
+        print(f"nabu: {e}", file=sys.stderr)
+        return 2
+    setup_logging(level)
+    user_errors = _user_errors()
     try:
         if args.command == "talk":
             return _talk(args)
@@ -121,12 +260,13 @@ def main(argv: list[str] | None = None) -> int:
 
             return bench_main(args)
         if args.command == "serve":
-            from nabu_pipeline.server import serve
-
-            return serve(load_config(args.config), args.host, args.port)
+            return _serve(args)
         if args.command == "mic":
+            from transports.local_mic import MicUnavailable
+
+            user_errors = (*user_errors, MicUnavailable)
             return _mic(args)
-    except (ConfigError, ModelError, AudioFileError, ManifestError, MicUnavailable) as e:
+    except user_errors as e:
         print(f"nabu: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

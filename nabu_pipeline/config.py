@@ -7,10 +7,11 @@ a stack trace.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -30,7 +31,7 @@ class ConfigError(Exception):
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 
 class OpenAIEndpoint(_Frozen):
@@ -76,11 +77,13 @@ class STTConfig(_Frozen):
     cpu_threads: int = Field(default=0, ge=0)
     """0 lets CTranslate2 choose."""
     language: str = "en"
+    """Language Warren speaks (a Whisper code); English-only models such as tiny.en need en."""
     vocabulary: tuple[str, ...] = ()
     """Names, places and devices Warren uses, given to Whisper as its initial prompt."""
     ttfs_p99_s: float = Field(default=1.2, gt=0)
     """How long after the end of speech a transcript may still arrive (turn-end safety net)."""
     openai: OpenAIEndpoint = OpenAIEndpoint(model="whisper-1")
+    """The OpenAI-protocol transcription endpoint for provider or fallback openai."""
 
 
 class GuardConfig(_Frozen):
@@ -142,8 +145,11 @@ class LLMConfig(_Frozen):
     provider: Literal["openai", "offline"] = "openai"
     """openai: any OpenAI-protocol server; offline: local answers only."""
     base_url: str = OPENAI_DEFAULT_BASE_URL
+    """Root of the API, e.g. http://localhost:11434/v1 for Ollama (NABU_LLM_BASE_URL overrides)."""
     api_key: str = ""
+    """Secret; from the environment (`${OPENAI_API_KEY}`), never written to logs."""
     model: str = "gpt-4o-mini"
+    """Model name on that endpoint (NABU_LLM_MODEL overrides)."""
     temperature: float = Field(default=0.5, ge=0, le=2)
     """Lower than a chat app's 0.7: answers read aloud should be plain and predictable."""
     max_tokens: int = Field(default=160, ge=16, le=4096)
@@ -213,6 +219,7 @@ class TTSConfig(_Frozen):
     """Text to speech."""
 
     provider: Literal["piper", "openai"] = "piper"
+    """piper: the Piper voice in-process; openai: the OpenAI-protocol speech endpoint below."""
     fallback: Literal["none", "openai"] = "none"
     """openai: when Piper fails, the `openai` endpoint below speaks from then on (the failed
     sentence included); none: a sentence Piper cannot say is skipped."""
@@ -225,11 +232,15 @@ class TTSConfig(_Frozen):
     slower_step: float = Field(default=0.2, gt=0, le=1)
     """How much "slower, please" adds to length_scale each time."""
     length_scale_max: float = Field(default=1.8, ge=0.5, le=2.5)
+    """The slowest "slower, please" can make him: its length scale stops here."""
     volume: float = Field(default=1.0, gt=0, le=4)
     """Loudness multiplier (Piper's volume)."""
     use_cuda: bool = False
+    """Run Piper on CUDA (needs onnxruntime-gpu); the CPU is fast enough for one voice."""
     openai: OpenAIEndpoint = OpenAIEndpoint(model="tts-1")
+    """The OpenAI-protocol speech endpoint for provider or fallback openai."""
     openai_voice: str = "alloy"
+    """The voice that endpoint speaks in."""
 
 
 class TurnConfig(_Frozen):
@@ -247,6 +258,7 @@ class TurnConfig(_Frozen):
     vad_stop_s: float = Field(default=0.2, gt=0, le=2)
     """Silence that ends a VAD segment (smart-turn expects 0.2)."""
     vad_start_s: float = Field(default=0.2, gt=0, le=1)
+    """Speech that counts as the start of a VAD segment (and can interrupt Nabu)."""
     vad_confidence: float = Field(default=0.5, gt=0, le=1)
     """Silero speech probability that counts as voice (pipecat's default is 0.7)."""
     vad_min_volume: float = Field(default=0.1, ge=0, le=1)
@@ -257,8 +269,11 @@ class TurnConfig(_Frozen):
     """With smart-turn, the longest pause allowed inside an unfinished sentence."""
     speech_timeout_s: float = Field(default=0.8, gt=0, le=5)
     """With speech_timeout, the silence that ends his turn."""
-    stop_timeout_s: float = Field(default=5.0, gt=0, le=30)
-    """Hard cap: a turn closes this long after speech stops, whatever else happens."""
+    stop_timeout_s: float = Field(default=15.0, gt=0, le=60)
+    """Safety net: a turn whose transcript never comes closes this long after speech stops.
+    Whisper always answers (an empty result closes the turn at once), so this only has to
+    outlast the slowest transcript: 5 s did not on a busy CI machine, and the late
+    transcript then began a turn of its own."""
 
 
 class ConversationConfig(_Frozen):
@@ -323,6 +338,7 @@ class ConversationConfig(_Frozen):
     )
     """Whole utterances that slow Nabu down and repeat the last answer."""
     nothing_to_repeat: str = "I haven't said anything yet. What can I do for you?"
+    """Said when he asks to repeat before Nabu has said anything."""
 
 
 class LocaleConfig(_Frozen):
@@ -331,8 +347,11 @@ class LocaleConfig(_Frozen):
     time_zone: str = "local"
     """An IANA zone such as America/Chicago, or local for the machine's zone."""
     clock: Literal["12h", "24h"] = "12h"
+    """How Nabu tells the time, and the clock its prompt asks the LLM to use."""
     temperature_unit: Literal["F", "C"] = "F"
+    """Fahrenheit or Celsius, in answers and the LLM's prompt."""
     user_name: str = "Warren"
+    """What Nabu calls the person it talks to (in its prompt)."""
 
     @field_validator("time_zone")
     @classmethod
@@ -374,6 +393,7 @@ class BudgetConfig(_Frozen):
     voice_to_voice_p50_s: float = Field(default=1.2, gt=0)
     """Median end of speech -> first reply audio."""
     voice_to_voice_p95_s: float = Field(default=1.6, gt=0)
+    """95th percentile of the same."""
     speedup_vs_sequential_min: float = Field(default=2.0, gt=0)
     """Sequential (predecessor) p50 divided by Nabu's p50, at least."""
     ratio_vs_pipecat_default_max: float = Field(default=0.8, gt=0)
@@ -438,6 +458,10 @@ class NabuConfig(_Frozen):
     """Where this config came from (for messages)."""
 
 
+SECTIONS = tuple(name for name in NabuConfig.model_fields if name != "source")
+"""The top-level keys a config file may hold (`source` is set by the loader)."""
+
+
 def expand_env(value: object, env: dict[str, str] | os._Environ) -> object:
     """Expand `${VAR}` and `${VAR:-default}` in every string of a YAML tree.
 
@@ -453,18 +477,57 @@ def expand_env(value: object, env: dict[str, str] | os._Environ) -> object:
     return value
 
 
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The config class that holds the key at `loc` (list indices skipped), if any."""
+    model: type[BaseModel] = NabuConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        kinds = (field.annotation, *get_args(field.annotation))
+        sub = next((k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)), None)
+        if sub is None:
+            return None
+        model = sub
+    return model
+
+
+def _unknown_key(key: str, allowed: list[str]) -> str:
+    """The words after "unknown key": the nearest allowed key, or all of them."""
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key; did you mean `{close[0]}`?"
+    return f"unknown key; allowed: {', '.join(allowed)}"
+
+
+def _allowed_keys(model: type[BaseModel] | None) -> list[str]:
+    if model is None:
+        return []
+    if model is NabuConfig:
+        return list(SECTIONS)
+    return list(model.model_fields)
+
+
 def _format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"Invalid configuration in {source}:"]
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"])
+        loc = e["loc"]
+        key = ".".join(str(p) for p in loc)
         msg = e["msg"]
+        got = e.get("input")
         if e["type"] == "extra_forbidden":
-            msg = "unknown key"
+            msg = _unknown_key(str(loc[-1]), _allowed_keys(_model_at(loc[:-1])))
         elif e["type"] == "literal_error":
             allowed = e.get("ctx", {}).get("expected", "")
-            msg = f"got {e.get('input')!r}; allowed: {allowed}"
-        elif "input" in e and not isinstance(e["input"], dict):
-            msg = f"{msg} (got {e['input']!r})"
+            msg = f"got {got!r}; allowed: {allowed}"
+        elif e["type"] in ("tuple_type", "list_type"):
+            msg = f"should be a list, e.g. [a, b] or one '- item' per line (got {got!r})"
+        elif e["type"] in ("model_type", "model_attributes_type", "dict_type"):
+            msg = f"should be a section of keys (key: value lines indented below it), got {got!r}"
+        elif "input" in e and not isinstance(got, dict):
+            msg = f"{msg} (got {got!r})"
         lines.append(f"  {key}: {msg}")
     return "\n".join(lines)
 
@@ -476,16 +539,7 @@ def load_dotenv_file(path: Path | None = None) -> None:
     load_dotenv(path or Path.cwd() / ".env", override=False)
 
 
-def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> NabuConfig:
-    """Load a config file (or NABU_CONFIG, or the embedded default) with env overrides.
-
-    `NABU_LLM_BASE_URL` and `NABU_LLM_MODEL` override whatever the file says,
-    so one command can point any config at another endpoint.
-    """
-    environ = os.environ if env is None else env
-    if path is None:
-        path = environ.get("NABU_CONFIG") or DEFAULT_CONFIG_PATH
-    path = Path(path)
+def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(
             f"Config file not found: {path}. Pass an existing YAML file "
@@ -499,17 +553,75 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         raise ConfigError(f"Config file {path} is not a text file") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"Config file {path} must hold a mapping of sections (stt:, llm:, ...)")
+    unknown = [
+        f"  {key}: {_unknown_key(str(key), list(SECTIONS))}" for key in raw if key not in SECTIONS
+    ]
+    if unknown:
+        raise ConfigError("\n".join([f"Invalid configuration in {path}:", *unknown]))
+    return raw
+
+
+def layer(base: dict, over: dict) -> dict:
+    """`over` laid on `base`: sections and sub-sections merge key by key; any other value
+    (a number, a string, a list) replaces the one below it."""
+    merged = dict(base)
+    for key, value in over.items():
+        below = merged.get(key)
+        if isinstance(below, dict) and value is None:
+            continue  # `stt:` with nothing under it (all commented out) changes nothing
+        if isinstance(below, dict) and isinstance(value, dict):
+            merged[key] = layer(below, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+_ENDPOINTS = (("llm",), ("stt", "openai"), ("tts", "openai"))
+
+
+def _keep_keys_with_their_endpoints(merged: dict, own: dict) -> None:
+    """An endpoint the user's file moves elsewhere does not take default.yaml's key along.
+
+    default.yaml's `${OPENAI_API_KEY}` is meant for OpenAI's own endpoint; a file that
+    points `llm.base_url` at another server without naming a key must not send that
+    secret there (it can name one: `api_key: ${OPENAI_API_KEY}`).
+    """
+    for section in _ENDPOINTS:
+        mine, theirs = own, merged
+        for key in section:
+            mine = mine.get(key) if isinstance(mine, dict) else None
+            theirs = theirs.get(key) if isinstance(theirs, dict) else None
+        if isinstance(mine, dict) and isinstance(theirs, dict):
+            if "base_url" in mine and "api_key" not in mine:
+                theirs["api_key"] = ""
+
+
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> NabuConfig:
+    """Load the defaults (configs/default.yaml, embedded as nabu_pipeline/default.yaml), lay a
+    config file (`path`, else NABU_CONFIG) over them, then the environment's overrides.
+
+    The file only says what differs: a key it leaves out keeps default.yaml's value, so
+    `${OPENAI_API_KEY}` there still reaches a config that never mentions the key.
+    `NABU_LLM_BASE_URL` and `NABU_LLM_MODEL` override whatever the files say, so one
+    command can point any config at another endpoint.
+    """
+    environ = os.environ if env is None else env
+    if path is None:
+        path = environ.get("NABU_CONFIG") or DEFAULT_CONFIG_PATH
+    path = Path(path)
+    raw = _read_yaml(DEFAULT_CONFIG_PATH)
+    if path.resolve() != DEFAULT_CONFIG_PATH.resolve():
+        own = _read_yaml(path)
+        raw = layer(raw, own)
+        _keep_keys_with_their_endpoints(raw, own)
     raw = expand_env(raw, environ)
-    llm = raw.setdefault("llm", {}) if isinstance(raw.get("llm", {}), dict) else raw["llm"]
+    llm = raw.get("llm")
     if isinstance(llm, dict):
         if environ.get("NABU_LLM_BASE_URL"):
             llm["base_url"] = environ["NABU_LLM_BASE_URL"]
         if environ.get("NABU_LLM_MODEL"):
             llm["model"] = environ["NABU_LLM_MODEL"]
     try:
-        config = NabuConfig(**raw, source=str(path))
+        return NabuConfig.model_validate({**raw, "source": str(path)})
     except ValidationError as e:
         raise ConfigError(_format_validation_error(e, str(path))) from None
-    except TypeError as e:
-        raise ConfigError(f"Invalid configuration in {path}: {e}") from None
-    return config

@@ -28,6 +28,11 @@ def _patch(record) -> None:
     record["message"] = redact(record["message"])
 
 
+def _not_banner(record) -> bool:
+    """pipecat logs its version banner when first imported, on every `nabu` command."""
+    return not (record["name"] == "pipecat" and record["function"] == "<module>")
+
+
 def setup_logging(level: str | None = None) -> None:
     """One stderr sink; NABU_LOG_LEVEL (default INFO) sets the level."""
     level = (level or os.environ.get("NABU_LOG_LEVEL") or "INFO").upper()
@@ -36,6 +41,7 @@ def setup_logging(level: str | None = None) -> None:
     logger.add(
         sys.stderr,
         level=level,
+        filter=_not_banner,
         format="<green>{time:HH:mm:ss.SSS}</green> | <level>{level: <7}</level> | {message}",
         backtrace=False,
         diagnose=False,

@@ -111,9 +111,9 @@ async def run_mic(config: NabuConfig, session_id: str | None = None) -> str:
     from nabu_pipeline.pipeline import build_session, describe_llm
     from processors.echo_canceller import EchoReference
 
-    # The speaker reports every period it plays, silence included (SteadySpeaker):
-    # the canceller pairs it with the microphone sample for sample.
-    echo = EchoReference(config.audio.in_sample_rate_hz, continuous=True)
+    # The sound card's threads report what is played and when the microphone recorded
+    # (transports.local_audio): steadier than the event loop the pipeline runs on.
+    echo = EchoReference(config.audio.in_sample_rate_hz)
     transport = local_audio_transport(
         pa,
         input_device=mic,

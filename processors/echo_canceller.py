@@ -10,12 +10,15 @@ attenuated while both talk), so he can still interrupt. Whisper is given the
 unprocessed audio (see `RAW_AUDIO_KEY`).
 
 `reference_what_is_played` makes each audio chunk reference at the moment the
-output transport sends it; `EchoCanceller` sits right after the input transport.
+output transport sends it, `stamp_capture_times` stamps each microphone frame as
+the input transport receives it, and `EchoCanceller`, right after the input
+transport, pairs the two by wall-clock time (see `EchoReference`).
 """
 
 from __future__ import annotations
 
 import collections
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -23,6 +26,7 @@ import soxr
 from loguru import logger
 from pipecat.frames.frames import Frame, InputAudioRawFrame, OutputAudioRawFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
 
 # Where the canceller leaves the unprocessed microphone audio for the STT.
@@ -35,42 +39,45 @@ MIN_COUPLING_FRAMES = 10
 # Nabu's voice keeps arriving this long after it stopped playing: the echo path's own
 # delay (a phone on speaker over the network: 0.1-0.4 s) plus the room's reverberation.
 ECHO_TAIL_S = 0.6
-# The reference never holds more than this: a stalled input must not let it drift.
-MAX_REFERENCE_S = 1.0
-# A continuous reference this late is a speaker that stalled, not one that played on.
-MAX_OWED_S = 0.25
-# A continuous reference's waiting level is measured over this much audio (see _trim_slack).
-SLACK_WINDOW_S = 2.0
+# How long played audio is kept to be matched with the microphone: more than the longest
+# echo path plus the microphone's processing backlog on a busy CPU.
+KEEP_REFERENCE_S = 3.0
+# A microphone stream that falls further behind the wall clock than this is taken to have
+# had a gap (a dropped network), and its clock restarts from now.
+MAX_CAPTURE_LAG_S = 0.5
+# Where the input transport leaves when each microphone frame ended, on the wall clock.
+CAPTURED_AT_KEY = "nabu_captured_at"
 
 
 class EchoReference:
-    """What Nabu played, resampled to the microphone's rate, consumed in step with it.
+    """What Nabu played, on the wall clock, resampled to the microphone's rate.
 
-    `continuous`: the speaker is fed without pause (silence between replies) and
-    says when the sound card took each chunk, as `nabu mic`'s does. Speaker and
-    microphone then run on one clock, so the n-th sample played pairs with the
-    n-th sample recorded, however the event loop bunches up either. When the
-    microphone asks for reference that has not arrived yet it gets silence, and
-    as many samples are skipped when they do arrive: otherwise each late arrival
-    moves the reference after its own echo for good (measured on a busy machine:
-    from +100 ms to +30 ms in five seconds, then Nabu heard itself). Without
-    `continuous`, a gap is Nabu being silent, and nothing is owed.
+    The microphone and the speaker share one clock: the echo in the audio captured
+    at time t is what was played shortly before t. Pairing each microphone frame with
+    what was played over the same stretch of wall-clock time keeps that relation
+    whatever the CPU is doing. Pairing them by order of processing (the first design)
+    did not: on a busy CPU the microphone frames waited in their queue, the reference
+    ran ahead of them by that backlog, beyond what AEC3 can find, and Nabu's own voice
+    interrupted Nabu.
     """
 
-    def __init__(self, sample_rate_hz: int = 16000, *, continuous: bool = False):
+    def __init__(self, sample_rate_hz: int = 16000, clock=time.monotonic):
         self._rate = sample_rate_hz
-        self._chunks: collections.deque[np.ndarray] = collections.deque()
-        self._size = 0
+        self._clock = clock
+        self._chunks: collections.deque[tuple[float, np.ndarray]] = collections.deque()
+        self._end = 0.0
         self._resampler: soxr.ResampleStream | None = None
         self._in_rate = 0
-        self._continuous = continuous
-        self._started = False
-        # Samples the microphone was given silence for, to skip when they arrive.
-        self._owed = 0
-        self._levels: list[int] = []
-        self._levels_span = 0
 
-    def push(self, pcm: bytes, sample_rate_hz: int, num_channels: int = 1) -> None:
+    @property
+    def sample_rate(self) -> int:
+        return self._rate
+
+    def push(
+        self, pcm: bytes, sample_rate_hz: int, num_channels: int = 1, at: float | None = None
+    ) -> None:
+        """`pcm` starts playing `at` (now), or right after what was pushed before it."""
+        at = self._clock() if at is None else at
         samples = np.frombuffer(pcm, dtype=np.int16)
         if num_channels > 1:
             samples = samples.reshape(-1, num_channels).mean(axis=1).astype(np.int16)
@@ -79,66 +86,71 @@ class EchoReference:
                 self._resampler = soxr.ResampleStream(sample_rate_hz, self._rate, 1, dtype="int16")
                 self._in_rate = sample_rate_hz
             samples = self._resampler.resample_chunk(samples)
-        self._started = True
-        if self._owed:
-            skip = min(self._owed, len(samples))
-            samples = samples[skip:]
-            self._owed -= skip
-        if len(samples):
-            self._chunks.append(samples)
-            self._size += len(samples)
-        while self._size > MAX_REFERENCE_S * self._rate and self._chunks:
-            self._size -= len(self._chunks.popleft())
+        if not len(samples):
+            return
+        start = max(at, self._end)  # a transport sending ahead still plays back to back
+        self._chunks.append((start, samples))
+        self._end = start + len(samples) / self._rate
+        while self._chunks and self._chunks[0][0] < at - KEEP_REFERENCE_S:
+            self._chunks.popleft()
 
-    def pull(self, n: int) -> np.ndarray:
-        """The next `n` reference samples (silence where Nabu played nothing)."""
+    def pull(self, n: int, until: float | None = None) -> np.ndarray:
+        """What was played during the `n` samples of time ending `until` (now); silence
+        where nothing was."""
+        until = self._clock() if until is None else until
+        rate = self._rate
+        start = until - n / rate
         out = np.zeros(n, dtype=np.int16)
-        filled = 0
-        while filled < n and self._chunks:
-            chunk = self._chunks[0]
-            take = min(n - filled, len(chunk))
-            out[filled : filled + take] = chunk[:take]
-            filled += take
-            if take == len(chunk):
-                self._chunks.popleft()
-            else:
-                self._chunks[0] = chunk[take:]
-            self._size -= take
-        if self._continuous and self._started:
-            if filled < n:
-                self._owed += n - filled
-                if self._owed > MAX_OWED_S * self._rate:
-                    # Not late audio but a speaker that stopped (PulseAudio holds the
-                    # first period of a stream 1.5-2 s): nothing was played meanwhile.
-                    self._owed = 0
-            self._trim_slack(n)
+        for t0, samples in self._chunks:
+            t1 = t0 + len(samples) / rate
+            if t1 <= start:
+                continue
+            if t0 >= until:
+                break
+            src = max(0, round((start - t0) * rate))
+            dst = max(0, round((t0 - start) * rate))
+            take = min(len(samples) - src, n - dst)
+            if take > 0:
+                out[dst : dst + take] = samples[src : src + take]
+        while self._chunks and self._chunks[0][0] + len(self._chunks[0][1]) / rate < start - 1.0:
+            self._chunks.popleft()
         return out
 
-    def _trim_slack(self, pulled: int) -> None:
-        """Drop reference that always waits: it would pair with echo recorded before it.
 
-        How much reference is waiting when the microphone asks depends on which of
-        the two streams started first, not on the sound: measured, a steady 125 ms,
-        which put the reference as late as its echo and AEC3 could not cancel it.
-        What always waits (the low tenth of the levels over a few seconds) is
-        dropped, so the reference leads its echo by the sound card's own latency.
-        """
-        self._levels.append(self._size)
-        self._levels_span += pulled
-        if self._levels_span < SLACK_WINDOW_S * self._rate:
-            return
-        slack = int(np.percentile(self._levels, 10))
-        self._levels.clear()
-        self._levels_span = 0
-        while slack > 0 and self._chunks:
-            chunk = self._chunks[0]
-            take = min(slack, len(chunk))
-            if take == len(chunk):
-                self._chunks.popleft()
-            else:
-                self._chunks[0] = chunk[take:]
-            self._size -= take
-            slack -= take
+class CaptureClock:
+    """When each microphone frame ended, as a continuous stream on the wall clock.
+
+    Frames arrive in bursts (network jitter, a late event loop), but the microphone
+    captured them evenly: each frame ends one frame after the previous one, unless the
+    stream is more than `MAX_CAPTURE_LAG_S` off the wall clock (a gap, or a client
+    sending faster than real time), when it starts again from now.
+    """
+
+    def __init__(self, sample_rate_hz: int, clock=time.monotonic):
+        self._rate = sample_rate_hz
+        self._clock = clock
+        self._end: float | None = None
+
+    def frame_ended(self, num_samples: int) -> float:
+        now = self._clock()
+        nominal = None if self._end is None else self._end + num_samples / self._rate
+        gap = nominal is None or abs(nominal - now) > MAX_CAPTURE_LAG_S
+        self._end = now if gap else nominal
+        return self._end
+
+
+def stamp_capture_times(input_transport: BaseInputTransport, sample_rate_hz: int) -> None:
+    """Each microphone frame is stamped with when it was captured, as it arrives, before it
+    waits in any queue (see `EchoReference`)."""
+    clock = CaptureClock(sample_rate_hz)
+    push = input_transport.push_audio_frame
+
+    async def push_stamped(frame: InputAudioRawFrame) -> None:
+        channels = max(frame.num_channels, 1)
+        frame.metadata[CAPTURED_AT_KEY] = clock.frame_ended(len(frame.audio) // 2 // channels)
+        await push(frame)
+
+    input_transport.push_audio_frame = push_stamped
 
 
 def reference_what_is_played(output: BaseOutputTransport, reference: EchoReference) -> None:
@@ -211,16 +223,16 @@ class EchoCanceller(FrameProcessor):
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
         if isinstance(frame, InputAudioRawFrame) and frame.num_channels == 1 and frame.audio:
-            if frame.sample_rate != self._reference._rate:
+            if frame.sample_rate != self._reference.sample_rate:
                 if not self._warned:
                     logger.warning(
                         f"{self}: input at {frame.sample_rate} Hz, reference at "
-                        f"{self._reference._rate} Hz; echo cancellation off"
+                        f"{self._reference.sample_rate} Hz; echo cancellation off"
                     )
                     self._warned = True
             else:
                 near = np.frombuffer(frame.audio, dtype=np.int16)
-                far = self._reference.pull(len(near))
+                far = self._reference.pull(len(near), frame.metadata.get(CAPTURED_AT_KEY))
                 # ~0.6 ms per 100 ms of audio in C++ with the GIL released: fine inline.
                 clean = self._canceller(frame.sample_rate).process(near, far)
                 raw = frame.audio

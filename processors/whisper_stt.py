@@ -29,6 +29,7 @@ from pipecat.services.whisper.stt import WhisperSTTService
 from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
 
+from processors.consumed_transcript import nothing_heard
 from processors.echo_canceller import RAW_AUDIO_KEY
 from processors.utterance_state import UtteranceState
 
@@ -250,3 +251,5 @@ class NabuWhisperSTTService(WhisperSTTService):
             yield TranscriptionFrame(
                 text, self._user_id, time_now_iso8601(), language, result=evidence
             )
+        else:
+            yield nothing_heard(self._user_id, time_now_iso8601())

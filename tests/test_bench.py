@@ -1,4 +1,4 @@
-"""`nabu bench` end to end on a two-clip manifest: every key DESIGN.md names, report, plots."""
+"""`nabu bench` on a two-clip manifest: every key docs/RESULTS.md names, report, plots."""
 
 import json
 import subprocess

@@ -378,3 +378,23 @@ async def test_the_hold_waits_for_speech_still_with_whisper():
 
     assert await order(awaiting=0) == ["TTSAudioRawFrame", "MetricsFrame"]
     assert await order(awaiting=1) == ["MetricsFrame", "TTSAudioRawFrame"]
+
+
+async def test_a_blank_transcript_never_opens_a_turn():
+    """A consumed transcript arriving after its turn closed must not open (and interrupt) one."""
+    from pipecat.frames.frames import TranscriptionFrame
+    from pipecat.turns.types import ProcessFrameResult
+
+    from processors.consumed_transcript import WordsStartATurn
+
+    started = []
+    strategy = WordsStartATurn()
+
+    async def on_started(*_args, **_kwargs):
+        started.append(True)
+
+    strategy.trigger_user_turn_started = on_started
+    blank = await strategy.process_frame(TranscriptionFrame(" ", "", "", finalized=True))
+    assert blank == ProcessFrameResult.CONTINUE and not started
+    words = await strategy.process_frame(TranscriptionFrame("Stop.", "", ""))
+    assert words == ProcessFrameResult.STOP and started

@@ -17,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Callable
 
 import pyaudio
-from pipecat.frames.frames import OutputAudioRawFrame
+from pipecat.frames.frames import InputAudioRawFrame, OutputAudioRawFrame
 from pipecat.processors.frame_processor import FrameProcessor, FrameProcessorSetup
 from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
@@ -30,8 +31,11 @@ from pipecat.transports.local.audio import (
     LocalAudioTransport,
 )
 
-# Told of each chunk the speaker took: (pcm, sample_rate_hz, num_channels).
-OnPlayed = Callable[[bytes, int, int], None]
+from processors.echo_canceller import CAPTURED_AT_KEY, CaptureClock
+
+# Told of each period the speaker plays: (pcm, sample_rate_hz, num_channels, heard_at), with
+# heard_at on time.monotonic(), the echo canceller's clock.
+OnPlayed = Callable[[bytes, int, int, float], None]
 
 MIC_BUFFER_S = 0.05
 SPEAKER_BUFFER_S = 0.05
@@ -51,6 +55,22 @@ class RoomyMicrophone(LocalAudioInputTransport):
             input=True,
             input_device_index=self._params.input_device_index,
         )
+        self._capture_clock = CaptureClock(self._sample_rate)
+
+    def _audio_in_callback(self, in_data, frame_count, time_info, status):
+        """PortAudio's thread: stamp when the chunk was recorded, before any queue."""
+        frame = InputAudioRawFrame(
+            audio=in_data,
+            sample_rate=self._sample_rate,
+            num_channels=self._params.audio_in_channels,
+        )
+        # Read when PortAudio hands the chunk over, i.e. after it was recorded, while
+        # the speaker's chunks are stamped when asked for, before they are heard: so
+        # the reference leads its echo by both latencies, as AEC3 needs, whatever they
+        # are. (Adding PortAudio's own latency figures put it 160 ms behind.)
+        frame.metadata[CAPTURED_AT_KEY] = self._capture_clock.frame_ended(frame_count)
+        asyncio.run_coroutine_threadsafe(self.push_audio_frame(frame), self.get_event_loop())
+        return (None, pyaudio.paContinue)
 
 
 class SteadySpeaker(LocalAudioOutputTransport):
@@ -61,9 +81,9 @@ class SteadySpeaker(LocalAudioOutputTransport):
     and the echo canceller's reference slides against the echo (measured: the
     speaker fell 0.66 s behind the microphone in 23 s while Whisper ran). Here
     PortAudio's own thread asks for each period: it gets what Nabu has queued, or
-    silence, and `on_played(pcm, sample_rate_hz, num_channels)` hears exactly that,
-    silence included. So the reference is the speaker's stream sample for sample,
-    on the sound card's clock, like the microphone's. `write_audio_frame` returns
+    silence, and `on_played(pcm, sample_rate_hz, num_channels, heard_at)` hears
+    exactly that, silence included, with when it will be heard: the reference is
+    the speaker's stream sample for sample, on the sound card's clock. `write_audio_frame` returns
     once at most one period waits ahead, pacing Nabu's speech as a blocking write
     would, so an interruption still cuts it off within `SPEAKER_BUFFER_S`.
     """
@@ -99,9 +119,15 @@ class SteadySpeaker(LocalAudioOutputTransport):
             del self._queued[:size]
         chunk += bytes(size - len(chunk))
         if self._on_played is not None and self._loop is not None:
+            # Heard no sooner than now (see RoomyMicrophone._audio_in_callback).
+            heard_at = time.monotonic()
             with contextlib.suppress(RuntimeError):  # the loop has closed: shutting down
                 self._loop.call_soon_threadsafe(
-                    self._on_played, chunk, self.sample_rate, self._params.audio_out_channels
+                    self._on_played,
+                    chunk,
+                    self.sample_rate,
+                    self._params.audio_out_channels,
+                    heard_at,
                 )
         return (chunk, pyaudio.paContinue)
 

@@ -29,9 +29,10 @@ NO_DEVICES = (
     "Nabu from a browser with `nabu serve` (then open http://127.0.0.1:7860/ and press "
     '"Start talking"), or play it a recording with `nabu talk --input IN.wav --output OUT.wav`.'
 )
-MISSING_PYAUDIO = (
-    "nabu mic needs PyAudio and the PortAudio library: "
-    "apt-get install portaudio19-dev python3-dev gcc && pip install -e '.[mic]'"
+NO_PYAUDIO = (
+    "nabu mic needs PyAudio and the PortAudio library. Install PortAudio "
+    "(Debian/Ubuntu: apt-get install portaudio19-dev python3-dev gcc; macOS: brew install "
+    "portaudio), then, in the Nabu checkout: pip install -e '.[mic]'"
 )
 _WHAT = {"input": "microphone", "output": "speaker"}
 
@@ -100,7 +101,7 @@ def open_portaudio():
     try:
         import pyaudio
     except ImportError:
-        raise MicUnavailable(MISSING_PYAUDIO) from None
+        raise MicUnavailable(NO_PYAUDIO) from None
     _alsa_errors_to_debug()
     with quiet_stderr():
         return pyaudio.PyAudio()
@@ -223,11 +224,13 @@ def local_audio_transport(
     output_device: SoundDevice,
     in_rate_hz: int,
     out_rate_hz: int,
-    on_played: Callable[[bytes, int, int], None] | None = None,
+    on_played: Callable[[bytes, int, int, float], None] | None = None,
 ):
     """pipecat's LocalAudioTransport on the chosen devices (mono, Nabu's rates).
 
-    `on_played(pcm, sample_rate_hz, num_channels)` hears every chunk the speaker takes.
+    `on_played(pcm, sample_rate_hz, num_channels, heard_at)` hears every period the
+    speaker plays; each microphone frame carries when it was recorded
+    (`processors.echo_canceller.CAPTURED_AT_KEY`).
     """
     from pipecat.transports.local.audio import LocalAudioTransportParams
 
