@@ -126,7 +126,6 @@ class VirtualSound:
                 "--format=s16le",
                 f"--rate={RATE_HZ}",
                 "--channels=1",
-                "--latency-msec=20",
                 "--raw",
                 str(path),
             ],

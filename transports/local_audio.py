@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import time
 from collections.abc import Callable
 
 import pyaudio
@@ -101,6 +100,7 @@ class SteadySpeaker(LocalAudioOutputTransport):
         self._loop = asyncio.get_running_loop()
         period = int(self.sample_rate * SPEAKER_BUFFER_S)
         self._period_bytes = period * 2 * self._params.audio_out_channels
+        self._play_clock = CaptureClock(self.sample_rate)
         self._out_stream = self._py_audio.open(
             format=self._py_audio.get_format_from_width(2),
             channels=self._params.audio_out_channels,
@@ -119,8 +119,12 @@ class SteadySpeaker(LocalAudioOutputTransport):
             del self._queued[:size]
         chunk += bytes(size - len(chunk))
         if self._on_played is not None and self._loop is not None:
-            # Heard no sooner than now (see RoomyMicrophone._audio_in_callback).
-            heard_at = time.monotonic()
+            # Played back to back on the sound card's clock: read as one steady stream
+            # (a late callback must not push the rest of the reference later, after its
+            # echo), and counted from one period before PortAudio asked for it, so the
+            # reference reaches the canceller ahead of its echo with room to spare.
+            ended = self._play_clock.frame_ended(frame_count)
+            heard_at = ended - 2 * frame_count / self.sample_rate
             with contextlib.suppress(RuntimeError):  # the loop has closed: shutting down
                 self._loop.call_soon_threadsafe(
                     self._on_played,
