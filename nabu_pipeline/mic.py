@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 # The pipeline's modules (pipecat, models) are imported only once the devices are known
 # to work, so a machine without them gets its one sentence and nothing else.
 
-# A reply counts as finished when nothing has happened for this long after Nabu stopped.
-REPLY_SETTLE_S = 0.5
+# Nabu's own short answer counts as finished when nothing has happened for this long after.
+REPLY_SETTLE_S = 2.0
 PRINT_POLL_S = 0.2
 
 
@@ -48,15 +48,28 @@ def new_session_id() -> str:
 
 @dataclass
 class TurnPrinter:
-    """Prints each turn (heard, said, latencies) once Nabu has finished answering it."""
+    """Prints each turn (heard, said, latencies) once Nabu has finished answering it.
+
+    An LLM answer is finished when the assistant aggregator, after the speaker,
+    closes its turn (`answered`). Nabu's own short answers (a stop, "say that
+    again", "did you say") close no such turn; they are printed once everything
+    has been quiet for `REPLY_SETTLE_S` (polled by `run`), or when a later turn
+    begins. Going by quiet alone printed answers early: Piper may pause more than
+    a second between sentences on a busy machine.
+    """
 
     latency: LatencyObserver
     printed: int = 0
     lines: list[str] = field(default_factory=list)
+    answered: int = 0
+    """Turns with an LLM answer whose assistant turn has closed."""
 
     def _finished(self, turn: TurnRecord, later: list[TurnRecord], now: float) -> bool:
         if any(t.transcript or t.reply for t in later):
             return True
+        if turn.llm_request is not None:
+            done = [t for t in self.latency.turns if t.llm_request is not None]
+            return turn in done[: self.answered]
         state = self.latency.state
         busy = state.bot_speaking or state.llm_running or state.tts_running
         return (
@@ -64,6 +77,10 @@ class TurnPrinter:
             and not busy
             and now - state.last_activity >= REPLY_SETTLE_S
         )
+
+    def assistant_turn_closed(self) -> None:
+        self.answered += 1
+        self.flush()
 
     def flush(self, *, everything: bool = False) -> None:
         from nabu_pipeline.talk import format_turn
@@ -151,6 +168,10 @@ async def run_mic(config: NabuConfig, session_id: str | None = None) -> str:
         )
         record_turns(store, session_id, session.parts["user"], session.parts["assistant"])
         printer = TurnPrinter(session.latency)
+
+        @session.parts["assistant"].event_handler("on_assistant_turn_stopped")
+        async def _answered(_aggregator, _message) -> None:
+            printer.assistant_turn_closed()
 
         @session.worker.event_handler("on_pipeline_started")
         async def _started(_worker, _frame) -> None:

@@ -36,8 +36,8 @@ from processors.echo_canceller import CAPTURED_AT_KEY, CaptureClock
 # heard_at on time.monotonic(), the echo canceller's clock.
 OnPlayed = Callable[[bytes, int, int, float], None]
 
-MIC_BUFFER_S = 0.05
-SPEAKER_BUFFER_S = 0.05
+MIC_BUFFER_S = 0.1
+SPEAKER_BUFFER_S = 0.1
 
 
 class RoomyMicrophone(LocalAudioInputTransport):
