@@ -7,6 +7,7 @@ text), so the figures are what Warren gets, not a model's best case.
 from __future__ import annotations
 
 import re
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -91,3 +92,19 @@ def evaluate(stt: STTConfig, clips: list[Clip], progress=None) -> ModelResult:
     corpus_wer = jiwer.wer(refs, hyps)
     rtf = sum(c.stt_s for c in results) / sum(c.audio_s for c in results)
     return ModelResult(stt.model, round(corpus_wer, 4), round(rtf, 4), results)
+
+
+def mean_over_seeds(runs: list[ModelResult]) -> dict:
+    """One model's degraded figures, averaged over noise realisations (one run per seed).
+
+    A single realisation of the noise moved the degraded WER by about 6 points, so one
+    seed cannot say whether a change helped; the mean of several can, and the spread
+    says how far to trust it.
+    """
+    wers = [r.wer for r in runs]
+    return {
+        "wer": round(statistics.fmean(wers), 4),
+        "wer_per_seed": wers,
+        "wer_spread": round(max(wers) - min(wers), 4),
+        "rtf": round(statistics.fmean(r.rtf for r in runs), 4),
+    }

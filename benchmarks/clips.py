@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,12 +11,19 @@ import numpy as np
 
 from transports.audio_file import AudioFileError, read_pcm16
 
-CLIPS_DIR = Path(__file__).resolve().parent / "clips"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CLIPS_DIR = REPO_ROOT / "benchmarks" / "clips"
 DEFAULT_MANIFEST = CLIPS_DIR / "manifest.tsv"
 SAMPLE_RATE = 16000
 # Silero runs on 512-sample (32 ms) windows at 16 kHz.
 VAD_WINDOW = 512
 VAD_THRESHOLD = 0.5
+
+
+def repo_path(path: Path | str) -> str:
+    """A file named relative to the repository, as a report should name it: the same on
+    every machine, and no machine's directories in a committed report."""
+    return Path(os.path.relpath(Path(path).resolve(), REPO_ROOT)).as_posix()
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,17 @@ class Clip:
     @property
     def name(self) -> str:
         return self.path.stem
+
+    @classmethod
+    def measured(cls, path: Path, transcript: str, samples: np.ndarray) -> Clip:
+        """A clip whose speech bounds are measured on its samples."""
+        start, end = speech_bounds(samples)
+        return cls(path, transcript, len(samples) / SAMPLE_RATE, samples, start, end)
+
+    def variant(self, suffix: str, samples: np.ndarray) -> Clip:
+        """The same words in other audio (slowed, noisier, with pauses), measured anew."""
+        path = self.path.with_name(f"{self.name}_{suffix}.wav")
+        return Clip.measured(path, self.transcript, samples)
 
 
 class ManifestError(Exception):
@@ -69,17 +88,7 @@ def load_manifest(path: Path | None = None) -> list[Clip]:
                 samples = read_pcm16(audio, SAMPLE_RATE)
             except AudioFileError as e:
                 raise ManifestError(f"{path}, row {n}: {e}") from None
-            start, end = speech_bounds(samples)
-            clips.append(
-                Clip(
-                    path=audio,
-                    transcript=row["transcript"],
-                    duration_s=len(samples) / SAMPLE_RATE,
-                    samples=samples,
-                    speech_start_s=start,
-                    speech_end_s=end,
-                )
-            )
+            clips.append(Clip.measured(audio, row["transcript"], samples))
     if not clips:
         raise ManifestError(f"{path} lists no clips")
     return clips

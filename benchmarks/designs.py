@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from openai import OpenAI
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
@@ -34,6 +33,7 @@ from nabu_pipeline.latency import LatencyObserver
 from nabu_pipeline.models import choose_device, piper_voice_dir, whisper_model_path
 from nabu_pipeline.pipeline import Session, build_session
 from nabu_pipeline.prompts import system_prompt
+from processors.openai_endpoint import api_key, sync_client
 from processors.speech_text import shape_text
 
 # How the sequential design knows the utterance is over: VAD stop (0.2 s) plus a 0.6 s
@@ -56,7 +56,7 @@ def build_pipecat_default(config: NabuConfig, transport: BaseTransport) -> Sessi
         compute_type=device.compute_type,
     )
     llm = OpenAILLMService(
-        api_key=config.llm.api_key or "not-needed",
+        api_key=api_key(config.llm.api_key),
         base_url=config.llm.base_url,
         settings=OpenAILLMService.Settings(
             model=config.llm.model, system_instruction=system_prompt(config.locale)
@@ -105,12 +105,7 @@ class SequentialDesign:
         self._config = config
         self._whisper = engines.whisper(config.stt).model
         self._voice = engines.piper(config.tts)
-        self._client = OpenAI(
-            api_key=config.llm.api_key or "not-needed",
-            base_url=config.llm.base_url,
-            max_retries=0,
-            timeout=config.llm.timeout_s,
-        )
+        self._client = sync_client(config.llm.api_key, config.llm.base_url, config.llm.timeout_s)
         self._messages: list[dict] = [{"role": "system", "content": system_prompt(config.locale)}]
 
     def turn(self, samples: np.ndarray) -> SequentialTurn:

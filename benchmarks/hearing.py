@@ -1,7 +1,9 @@
 """Hearing Warren right: the paused-speech, no-speech and vocabulary suites.
 
-- paused: does a sentence with 0.5-1.2 s pauses stay one turn? A false cut-off is a reply
-  that starts before he has finished, or an answered request that lacks part of his sentence.
+- paused: does a sentence with 0.5-1.2 s pauses stay one turn? Turn-taking and recognition
+  are scored apart: a false cut-off is a reply that starts before he has finished, or a reply
+  to a request sent before Whisper had his last words (the first stretches reached the LLM
+  alone); a stretch Whisper misheard in the whole sentence's request is a recognition miss.
 - nospeech: noise, hum, music, breathing, clicks and backwards speech must put no words in
   front of the LLM (with and without the vocabulary prompt).
 - vocabulary: names, places and devices he uses, spoken by several voices and slowed down;
@@ -28,7 +30,7 @@ from benchmarks.latency import THREE_SENTENCES, TurnMeasure, run_conversation, s
 from benchmarks.suites import nospeech_suite, paused_suite
 from nabu_pipeline import engines
 from nabu_pipeline.config import NabuConfig
-from nabu_pipeline.scripted_llm import Script, ScriptedLLMServer
+from nabu_pipeline.scripted_llm import Recorded, Script, ScriptedLLMServer
 from transports.audio_file import read_pcm16
 
 # Each stretch of the sentence between pauses must be at least this present in the
@@ -67,22 +69,51 @@ VOCAB_SENTENCES = (
 ESPEAK_VOICES = ("en-us", "en-us+m3", "en-us+f2", "en+m7")
 
 
-def _with(config: NabuConfig, **sections) -> NabuConfig:
-    data = config.model_dump(exclude={"source"})
-    for section, values in sections.items():
-        data[section].update(values)
-    return NabuConfig(**data, source=config.source)
-
-
-def _answered_request(server: ScriptedLLMServer, m: TurnMeasure) -> str | None:
-    """The last user message of the request whose answer Warren heard first."""
+def _answered_request(server: ScriptedLLMServer, m: TurnMeasure) -> Recorded | None:
+    """The request whose answer Warren heard first (the last one before that answer began)."""
     if m.first_audio_at is None:
         return None
     asked = [r for r in server.requests if m.fed_at <= r.at < m.first_audio_at]
-    if not asked:
+    return asked[-1] if asked else None
+
+
+def _question(request: Recorded | None) -> str | None:
+    """What the request asks: its user messages after the last answer, joined."""
+    if request is None:
         return None
-    users = [x for x in asked[-1].messages if x.get("role") == "user"]
-    return str(users[-1]["content"]) if users else None
+    asking: list[str] = []
+    for message in request.messages:
+        if message.get("role") == "user":
+            asking.append(str(message.get("content", "")))
+        elif message.get("role") == "assistant":
+            asking = []
+    return " ".join(asking) if asking else None
+
+
+def judge_paused(
+    transcript: str, pause_after_words: tuple[int, ...], m: TurnMeasure, answered: Recorded | None
+) -> dict:
+    """Turn-taking and recognition of one paused sentence, scored apart.
+
+    Cut off (turn-taking): a reply began before the speech ended, or the reply he heard
+    answers a request sent before Whisper's last transcript of the clip. Segments are
+    transcribed in order, so that last transcript is the one holding his last words
+    (misheard or not): a request sent before it cannot hold them, and the first stretches
+    reached the LLM alone. All parts heard (recognition): each stretch between pauses is
+    at least half present, by the reference words, in what the answered request asks.
+    """
+    question = _question(answered)
+    before_last_words = m.last_transcript_at is not None and (
+        answered is not None and answered.at < m.last_transcript_at
+    )
+    return {
+        "cut_off": m.early_replies > 0 or before_last_words,
+        "answered": answered is not None,
+        "all_parts_heard": _parts_present(transcript, pause_after_words, question),
+        "coverage": round(_coverage(transcript, question), 2),
+        "answered_request": question,
+        "whisper_heard": m.heard_transcripts,
+    }
 
 
 def _windows(measures: list[TurnMeasure]) -> list[tuple[float, float]]:
@@ -113,7 +144,7 @@ def run_paused(args, config: NabuConfig) -> dict:
     items = paused_suite(clips)
     designs = [
         ("nabu", build_nabu, config),
-        ("nabu_hold_1.2s", build_nabu, _with(config, turn={"pause_tolerance_s": 1.2})),
+        ("nabu_hold_1.2s", build_nabu, config.with_changes(turn={"pause_tolerance_s": 1.2})),
         ("pipecat_default", build_pipecat_default, config),
     ]
     progress = tqdm(total=len(items) * len(designs), desc="paused", unit="clip")
@@ -123,40 +154,44 @@ def run_paused(args, config: NabuConfig) -> dict:
             with ScriptedLLMServer(
                 Script(reply=THREE_SENTENCES, ttft_s=0.35, tokens_per_s=60)
             ) as s:
-                cfg = _with(cfg, llm={"base_url": s.url, "provider": "openai"})
+                cfg = cfg.with_changes(llm={"base_url": s.url, "provider": "openai"})
                 measures = asyncio.run(
                     run_conversation(name, build, cfg, [i.clip for i in items], 0, progress)
                 )
                 rows = []
                 for item, m, (lo, hi) in zip(items, measures, _windows(measures), strict=True):
-                    answered = _answered_request(s, m)
-                    coverage = _coverage(item.clip.transcript, answered)
-                    whole = _parts_present(item.clip.transcript, item.pause_after_words, answered)
-                    cut = m.early_replies > 0 or not whole
+                    verdict = judge_paused(
+                        item.clip.transcript, item.pause_after_words, m, _answered_request(s, m)
+                    )
                     rows.append(
                         {
                             "clip": item.source,
                             "pauses_s": list(item.pauses_s),
-                            "cut_off": cut,
+                            **verdict,
                             "early_replies": m.early_replies,
-                            "coverage": round(coverage, 2),
-                            "all_parts_heard": whole,
-                            "answered_request": answered,
                             "voice_to_voice_s": m.voice_to_voice_s,
                             "llm_requests": sum(lo <= r.at < hi for r in s.requests),
                         }
                     )
-                cut_offs = sum(r["cut_off"] for r in rows)
-                results["designs"][name] = {
-                    "false_cutoff_rate": round(cut_offs / len(rows), 3),
-                    "false_cutoffs": cut_offs,
-                    "voice_to_voice_s": summarise([r["voice_to_voice_s"] for r in rows]),
-                    "rows": rows,
-                }
+                results["designs"][name] = summarise_paused(rows)
     finally:
         progress.close()
     results["pauses"] = sum(len(i.pauses_s) for i in items)
     return results
+
+
+def summarise_paused(rows: list[dict]) -> dict:
+    """A design's figures: cut-offs (turn-taking) apart from misheard parts (recognition)."""
+    cut_offs = sum(r["cut_off"] for r in rows)
+    misheard = sum(r["answered"] and not r["cut_off"] and not r["all_parts_heard"] for r in rows)
+    return {
+        "false_cutoff_rate": round(cut_offs / len(rows), 3) if rows else None,
+        "false_cutoffs": cut_offs,
+        "misheard_parts": misheard,
+        "unanswered": sum(not r["answered"] for r in rows),
+        "voice_to_voice_s": summarise([r["voice_to_voice_s"] for r in rows]),
+        "rows": rows,
+    }
 
 
 def run_nospeech(args, config: NabuConfig) -> dict:
@@ -164,14 +199,14 @@ def run_nospeech(args, config: NabuConfig) -> dict:
     sounds = nospeech_suite(clips)
     variants = [
         ("no_vocabulary", config),
-        ("with_vocabulary", _with(config, stt={"vocabulary": list(VOCABULARY)})),
+        ("with_vocabulary", config.with_changes(stt={"vocabulary": list(VOCABULARY)})),
     ]
     progress = tqdm(total=len(sounds) * len(variants), desc="nospeech", unit="sound")
     results: dict = {"suite": "nospeech", "sounds": len(sounds), "variants": {}}
     try:
         for name, cfg in variants:
             with ScriptedLLMServer(Script(reply="I heard something.", ttft_s=0.1)) as s:
-                cfg = _with(cfg, llm={"base_url": s.url, "provider": "openai"})
+                cfg = cfg.with_changes(llm={"base_url": s.url, "provider": "openai"})
                 measures = asyncio.run(run_conversation(name, build_nabu, cfg, sounds, 0, progress))
                 rows = []
                 for clip, m, (lo, hi) in zip(sounds, measures, _windows(measures), strict=True):

@@ -69,6 +69,8 @@ class TurnMeasure:
     """Wall-clock time of the first reply audio after the end of speech."""
     heard_transcripts: list[str] = field(default_factory=list)
     """Every raw Whisper transcript while this clip played (before the guard)."""
+    last_transcript_at: float | None = None
+    """Wall-clock time of the last of those transcripts (the one holding his last words)."""
     spoken_s: float = 0.0
     """Seconds of audio Nabu produced for this clip."""
 
@@ -156,7 +158,8 @@ def _measure(
     out = transport.output()
     offsets = [off for at, off in out.bursts if at >= t0]
     spoken_s = (len(out.audio) - offsets[0]) / 2 / out.sample_rate if offsets else 0.0
-    raw = [t.transcript for t in session.latency.turns if t.transcript_at and t.transcript_at >= t0]
+    heard = [t for t in session.latency.turns if t.transcript_at and t.transcript_at >= t0]
+    raw = [t.transcript for t in heard]
     turns = [t for t in session.latency.turns if t.bot_started and t.bot_started >= speech_end]
     turn = turns[0] if turns else None
     stages: dict[str, float | None] = dict.fromkeys(STAGES)
@@ -183,6 +186,7 @@ def _measure(
         speech_end_at=speech_end,
         first_audio_at=after[0] if after else None,
         heard_transcripts=raw,
+        last_transcript_at=max((t.transcript_at for t in heard), default=None),
         spoken_s=round(spoken_s, 3),
     )
 

@@ -54,73 +54,101 @@ def _fmt(v) -> str:
     return "–" if v is None else f"{v:.2f}"
 
 
+def _table(columns: list[str], rows: list[list]) -> list[str]:
+    """A Markdown table: the header, its rule, one line per row."""
+    return [
+        f"| {' | '.join(columns)} |",
+        "|" + "---|" * len(columns),
+        *(f"| {' | '.join(str(cell) for cell in row)} |" for row in rows),
+    ]
+
+
 def summary_table(results: dict) -> str:
     suite = results["suite"]
     if suite == "paused":
+        rows = [
+            [
+                name,
+                f"{d['false_cutoffs']}/{results['items']}",
+                f"{d['false_cutoff_rate'] * 100:.0f} %",
+                d.get("misheard_parts", "–"),
+                d.get("unanswered", "–"),
+                _fmt(d["voice_to_voice_s"]["p50"]),
+                _fmt(d["voice_to_voice_s"]["p95"]),
+            ]
+            for name, d in results["designs"].items()
+        ]
+        columns = ["design", "false cut-offs", "rate", "misheard parts", "unanswered"]
         lines = [
             f"{results['items']} sentences, {results['pauses']} pauses of 0.5-1.2 s",
             "",
-            "| design | false cut-offs | rate | v2v p50 (s) | v2v p95 (s) |",
-            "|---|---|---|---|---|",
+            *_table([*columns, "v2v p50 (s)", "v2v p95 (s)"], rows),
         ]
-        for name, d in results["designs"].items():
-            v = d["voice_to_voice_s"]
-            lines.append(
-                f"| {name} | {d['false_cutoffs']}/{results['items']} | "
-                f"{d['false_cutoff_rate'] * 100:.0f} % | {_fmt(v['p50'])} | {_fmt(v['p95'])} |"
+    elif suite == "nospeech":
+        rows = [
+            [
+                name,
+                v["words_to_llm"],
+                v["llm_requests"],
+                v["raw_whisper_words"],
+                f"{v['asked_to_repeat']}/{results['sounds']}",
+                v.get("read_back", 0),
+            ]
+            for name, v in results["variants"].items()
+        ]
+        columns = ["variant", "words to the LLM", "LLM requests", "raw Whisper words"]
+        spoke = "Nabu spoke (asked to repeat or read back)"
+        lines = _table([*columns, spoke, "of which read back"], rows)
+    elif suite == "vocabulary":
+        rows = [
+            [
+                model,
+                label,
+                f"{r['term_hit_rate'] * 100:.0f} %",
+                f"{r['wer'] * 100:.1f} %",
+                f"{r['real_clips_wer'] * 100:.1f} %",
+            ]
+            for model, by in results["models"].items()
+            for label, r in by.items()
+        ]
+        columns = ["model", "vocabulary", "term hits", "WER (vocab sentences)"]
+        lines = _table([*columns, "WER (real clips)"], rows)
+    elif suite == "accuracy":
+        rows = [
+            [
+                name,
+                f"{r['wer'] * 100:.1f} %",
+                f"{r['degraded_wer'] * 100:.1f} %",
+                _points(r.get("degraded_wer_spread")),
+                _fmt(r["degraded_over_clean"]),
+                f"{r['rtf']:.3f}",
+                f"{r['degraded_rtf']:.3f}",
+            ]
+            for name, r in results["per_model"].items()
+        ]
+        columns = ["model", "WER clean", "WER degraded (mean of seeds)", "seeds' spread"]
+        lines = _table([*columns, "degraded/clean", "RTF clean", "RTF degraded"], rows)
+    else:
+        rows = [
+            [label, _fmt(results[key]["p50"]), _fmt(results[key]["p95"]), results[key]["n"]]
+            for key, label in (
+                ("voice_to_voice_s", DESIGN_LABELS["nabu"]),
+                ("pipecat_default_voice_to_voice_s", DESIGN_LABELS["pipecat_default"]),
+                ("sequential_voice_to_voice_s", DESIGN_LABELS["sequential"]),
             )
-        return "\n".join(lines)
-    if suite == "nospeech":
-        lines = [
-            "| variant | words to the LLM | LLM requests | raw Whisper words | Nabu spoke "
-            "(asked to repeat or read back) | of which read back |",
-            "|---|---|---|---|---|---|",
         ]
-        for name, v in results["variants"].items():
-            lines.append(
-                f"| {name} | {v['words_to_llm']} | {v['llm_requests']} | "
-                f"{v['raw_whisper_words']} | {v['asked_to_repeat']}/{results['sounds']} | "
-                f"{v.get('read_back', 0)} |"
-            )
-        return "\n".join(lines)
-    if suite == "vocabulary":
         lines = [
-            "| model | vocabulary | term hits | WER (vocab sentences) | WER (real clips) |",
-            "|---|---|---|---|---|",
+            *_table(["design", "v2v p50 (s)", "v2v p95 (s)", "n"], rows),
+            "",
+            f"speedup vs sequential: {_fmt(results['speedup_vs_sequential'])}x; "
+            f"vs pipecat default: {_fmt(results['speedup_vs_pipecat_default'])}x; "
+            f"cold start: {_fmt(results['cold_start_s'])} s",
         ]
-        for model, by in results["models"].items():
-            for label, r in by.items():
-                lines.append(
-                    f"| {model} | {label} | {r['term_hit_rate'] * 100:.0f} % | "
-                    f"{r['wer'] * 100:.1f} % | {r['real_clips_wer'] * 100:.1f} % |"
-                )
-        return "\n".join(lines)
-    if suite == "accuracy":
-        lines = [
-            "| model | WER clean | WER degraded | degraded/clean | RTF clean | RTF degraded |",
-            "|---|---|---|---|---|---|",
-        ]
-        for name, r in results["per_model"].items():
-            lines.append(
-                f"| {name} | {r['wer'] * 100:.1f} % | {r['degraded_wer'] * 100:.1f} % | "
-                f"{_fmt(r['degraded_over_clean'])} | {r['rtf']:.3f} | {r['degraded_rtf']:.3f} |"
-            )
-        return "\n".join(lines)
-    lines = ["| design | v2v p50 (s) | v2v p95 (s) | n |", "|---|---|---|---|"]
-    for key, label in (
-        ("voice_to_voice_s", DESIGN_LABELS["nabu"]),
-        ("pipecat_default_voice_to_voice_s", DESIGN_LABELS["pipecat_default"]),
-        ("sequential_voice_to_voice_s", DESIGN_LABELS["sequential"]),
-    ):
-        s = results[key]
-        lines.append(f"| {label} | {_fmt(s['p50'])} | {_fmt(s['p95'])} | {s['n']} |")
-    lines.append("")
-    lines.append(
-        f"speedup vs sequential: {_fmt(results['speedup_vs_sequential'])}x; "
-        f"vs pipecat default: {_fmt(results['speedup_vs_pipecat_default'])}x; "
-        f"cold start: {_fmt(results['cold_start_s'])} s"
-    )
     return "\n".join(lines)
+
+
+def _points(fraction: float | None) -> str:
+    return "–" if fraction is None else f"{fraction * 100:.1f} points"
 
 
 def markdown(results: dict, plots: list[Path]) -> str:
@@ -236,41 +264,45 @@ def _hearing_markdown(r: dict, plots: list[Path]) -> str:
     out = [f"# {titles[r['suite']]}", "", summary_table(r), ""]
     if r["suite"] == "paused":
         out.append(
-            "A false cut-off is a reply that starts before the speaker has finished, or an "
-            "answered LLM request missing a part of the sentence (under half the words of any "
-            "stretch between pauses; coverage is the share of all words). Speculative "
-            "requests cancelled unheard are allowed. The recordings are clear read speech with "
-            "silences inserted: a proxy for Warren's pauses."
+            "Turn-taking and recognition are scored apart. A false cut-off is a reply that "
+            "starts before the speaker has finished, or the reply to an LLM request sent before "
+            "Whisper's last transcript of the sentence (segments are transcribed in order, so "
+            "that request cannot hold the last stretch, misheard or not: the first stretches "
+            "reached the LLM alone). A misheard part is a stretch between pauses with "
+            "under half its words in the answered request of a turn that was not cut (Whisper's "
+            "doing, not turn-taking's); coverage is the share of all words. Speculative requests "
+            "cancelled unheard are allowed. The recordings are clear read speech with silences "
+            "inserted: a proxy for Warren's pauses."
         )
+        columns = ["clip", "pauses (s)", "cut off", "all parts heard", "coverage", "v2v"]
         for name, d in r["designs"].items():
-            out += [
-                "",
-                f"## {name}",
-                "",
-                "| clip | pauses (s) | cut off | coverage | v2v | requests |",
-                "|---|---|---|---|---|---|",
+            rows = [
+                [
+                    row["clip"],
+                    row["pauses_s"],
+                    "**yes**" if row["cut_off"] else "no",
+                    "yes" if row["all_parts_heard"] else "**no**",
+                    f"{row['coverage']:.2f}",
+                    _fmt(row["voice_to_voice_s"]),
+                    row["llm_requests"],
+                ]
+                for row in d["rows"]
             ]
-            for row in d["rows"]:
-                out.append(
-                    f"| {row['clip']} | {row['pauses_s']} | "
-                    f"{'**yes**' if row['cut_off'] else 'no'} "
-                    f"| {row['coverage']:.2f} | {_fmt(row['voice_to_voice_s'])} | "
-                    f"{row['llm_requests']} |"
-                )
+            out += ["", f"## {name}", "", *_table([*columns, "requests"], rows)]
     elif r["suite"] == "nospeech":
+        columns = ["sound", "raw Whisper", "words to LLM", "Nabu said", "Nabu spoke (s)"]
         for name, v in r["variants"].items():
-            out += [
-                "",
-                f"## {name}",
-                "",
-                "| sound | raw Whisper | words to LLM | Nabu said | Nabu spoke (s) |",
-                "|---|---|---|---|---|",
+            rows = [
+                [
+                    row["sound"],
+                    row["whisper_raw"] or "–",
+                    row["words_to_llm"],
+                    row.get("nabu_said") or "–",
+                    f"{row['nabu_spoke_s']:.1f}",
+                ]
+                for row in v["rows"]
             ]
-            for row in v["rows"]:
-                out.append(
-                    f"| {row['sound']} | {row['whisper_raw'] or '–'} | {row['words_to_llm']} | "
-                    f"{row.get('nabu_said') or '–'} | {row['nabu_spoke_s']:.1f} |"
-                )
+            out += ["", f"## {name}", "", *_table(columns, rows)]
     else:
         for model, by in r["models"].items():
             out += ["", f"## {model}", "", "| said | voice | without | with |", "|---|---|---|---|"]
@@ -321,11 +353,7 @@ def _stage_bars(results: dict, out: Path) -> Path:
     ax.set_title("Nabu: where each turn's voice-to-voice time goes")
     ax.tick_params(axis="x", rotation=75, labelsize=7)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "stages.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "stages.png")
 
 
 def _v2v_cdf(results: dict, out: Path) -> Path:
@@ -341,54 +369,55 @@ def _v2v_cdf(results: dict, out: Path) -> Path:
                 vals, [(i + 1) / len(vals) for i in range(len(vals))], where="post", label=label
             )
     ax.axvline(results["budgets"]["voice_to_voice_p50_s"]["limit"], ls="--", color="red", lw=1)
-    ax.set_xlabel("voice-to-voice (s)")
-    ax.set_ylabel("fraction of turns")
-    ax.set_title("Voice-to-voice CDF, three designs")
-    ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path = out / "v2v_cdf.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    _axes(ax, "voice-to-voice (s)", "fraction of turns", "Voice-to-voice CDF, three designs")
+    return _save(fig, out / "v2v_cdf.png")
 
 
 def _accuracy_plot(results: dict, out: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, r in results["per_model"].items():
-        ax.scatter(r["rtf"], r["wer"] * 100, s=80)
-        ax.annotate(name, (r["rtf"], r["wer"] * 100), textcoords="offset points", xytext=(6, 4))
-    ax.set_xlabel("real-time factor (lower is faster)")
-    ax.set_ylabel("WER (%)")
-    ax.set_title("STT accuracy vs speed")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = out / "accuracy.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    points = {name: (r["rtf"], r["wer"] * 100) for name, r in results["per_model"].items()}
+    return _labelled_points(
+        points,
+        ("real-time factor (lower is faster)", "WER (%)", "STT accuracy vs speed"),
+        out / "accuracy.png",
+    )
 
 
 def _paused_plot(results: dict, out: Path) -> Path:
+    points = {
+        name: (d["voice_to_voice_s"]["p50"], d["false_cutoff_rate"] * 100)
+        for name, d in results["designs"].items()
+        if d["voice_to_voice_s"]["p50"] is not None
+    }
+    return _labelled_points(
+        points,
+        ("voice-to-voice p50 (s)", "false cut-off rate (%)", "Paused speech: cut-offs vs speed"),
+        out / "paused.png",
+        fontsize=8,
+    )
+
+
+def _labelled_points(
+    points: dict[str, tuple[float, float]], labels: tuple[str, str, str], path: Path, fontsize=10
+) -> Path:
+    """One named dot per design or model (x, y), with axis labels and a title."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, d in results["designs"].items():
-        p50 = d["voice_to_voice_s"]["p50"]
-        if p50 is None:
-            continue
-        ax.scatter(p50, d["false_cutoff_rate"] * 100, s=80)
-        ax.annotate(
-            name,
-            (p50, d["false_cutoff_rate"] * 100),
-            textcoords="offset points",
-            xytext=(6, 4),
-            fontsize=8,
-        )
-    ax.set_xlabel("voice-to-voice p50 (s)")
-    ax.set_ylabel("false cut-off rate (%)")
-    ax.set_title("Paused speech: cut-offs vs speed")
+    for name, (x, y) in points.items():
+        ax.scatter(x, y, s=80)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=fontsize)
+    _axes(ax, *labels)
+    return _save(fig, path)
+
+
+def _axes(ax, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
+
+
+def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    path = out / "paused.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchmarks.clips import SAMPLE_RATE, Clip, speech_bounds
+from benchmarks.clips import SAMPLE_RATE, Clip
 
 PAUSES_S = (0.5, 0.8, 1.0, 1.2)
 MIN_WORDS = 4
@@ -72,17 +72,9 @@ def paused_suite(clips: list[Clip]) -> list[PausedClip]:
             pauses.append(PAUSES_S[n % len(PAUSES_S)])
             n += 1
         samples = _insert(clip.samples, at_s, pauses)
-        start, end = speech_bounds(samples)
         items.append(
             PausedClip(
-                clip=Clip(
-                    path=clip.path.with_name(f"{clip.name}_paused.wav"),
-                    transcript=clip.transcript,
-                    duration_s=len(samples) / SAMPLE_RATE,
-                    samples=samples,
-                    speech_start_s=start,
-                    speech_end_s=end,
-                ),
+                clip=clip.variant("paused", samples),
                 source=clip.name,
                 pauses_s=tuple(pauses),
                 pause_after_words=tuple(picks),

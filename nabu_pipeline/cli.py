@@ -1,4 +1,4 @@
-"""The `nabu` command: talk, serve, mic, bench (names other tools and checks rely on).
+"""The `nabu` command: talk, serve, devices, mic, bench (names other tools and checks rely on).
 
 Everything that can be checked without the models (arguments, the log level, the output
 file, the port) is checked first; the heavy imports (pipecat, the pipeline) happen only
@@ -115,6 +115,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--port", type=_port, default=7860, help="TCP port, 1-65535 (default 7860)")
     serve.add_argument("--config", type=Path, default=None, metavar="FILE", help=CONFIG_HELP)
+    serve.add_argument(
+        "--certfile",
+        default=None,
+        metavar="PEM",
+        help="certificate: serve HTTPS (a phone's browser gives the microphone only to secure "
+        "pages); overrides server.tls_certfile",
+    )
+    serve.add_argument("--keyfile", default=None, metavar="PEM", help="private key of --certfile")
+
+    devices = sub.add_parser(
+        "devices",
+        help="phones paired with `nabu serve` (device tokens)",
+        description="List the phones paired with nabu serve, or revoke one's token at once.",
+    )
+    devices.add_argument("--config", type=Path, default=None, metavar="FILE", help=CONFIG_HELP)
+    dev = devices.add_subparsers(dest="action", required=True)
+    dev.add_parser("list", help="paired and revoked devices")
+    revoke = dev.add_parser("revoke", help="stop a device's token working")
+    revoke.add_argument("id", type=int, help="the device's number in `nabu devices list`")
 
     mic = sub.add_parser(
         "mic",
@@ -196,9 +215,7 @@ def _talk(args) -> int:
 
 
 def _serve(args) -> int:
-    from nabu_pipeline.config import load_config
-
-    config = load_config(args.config)
+    config = _serve_config(args)
     from nabu_pipeline.server import auth_token_for, serve
 
     auth_token_for(args.host)  # a missing token is the first thing to fix, then the port
@@ -208,12 +225,60 @@ def _serve(args) -> int:
 
 def _user_errors() -> tuple[type[Exception], ...]:
     """The exceptions that are the user's to fix: printed as one line, exit 2."""
-    from benchmarks.clips import ManifestError
     from nabu_pipeline.config import ConfigError
     from nabu_pipeline.models import ModelError
     from transports.audio_file import AudioFileError
 
-    return (preflight.PreflightError, ConfigError, ModelError, AudioFileError, ManifestError)
+    return (preflight.PreflightError, ConfigError, ModelError, AudioFileError)
+
+
+def _bench(args) -> int:
+    # The benchmarks (and what they import) load only when `nabu bench` runs.
+    from benchmarks.clips import ManifestError
+    from benchmarks.run import main as bench_main
+
+    try:
+        return bench_main(args)
+    except ManifestError as e:
+        print(f"nabu: {e}", file=sys.stderr)
+        return 2
+
+
+def _serve_config(args):
+    """The config with --certfile/--keyfile (they override server.tls_certfile/tls_keyfile)."""
+    from nabu_pipeline.config import ConfigError, load_config
+
+    config = load_config(args.config)
+    if args.certfile is None and args.keyfile is None:
+        return config
+    try:
+        server = type(config.server).model_validate(
+            {
+                **config.server.model_dump(),
+                "tls_certfile": args.certfile or "",
+                "tls_keyfile": args.keyfile or "",
+            }
+        )
+    except ValueError as e:
+        raise ConfigError(f"--certfile/--keyfile: {e.errors()[0]['msg']}") from None
+    return config.model_copy(update={"server": server})
+
+
+def _devices(args) -> int:
+    from nabu_pipeline.config import load_config
+    from nabu_pipeline.devices import DeviceError, DeviceStore, format_devices
+
+    store = DeviceStore(load_config(args.config).server.data_path)
+    if args.action == "list":
+        print(format_devices(store.list()))
+        return 0
+    try:
+        device = store.revoke(args.id)
+    except DeviceError as e:
+        print(f"nabu: {e}", file=sys.stderr)
+        return 2
+    print(f"Revoked device {device.id} ({device.name}); its token no longer connects.")
+    return 0
 
 
 def _mic(args) -> int:
@@ -256,11 +321,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "talk":
             return _talk(args)
         if args.command == "bench":
-            from benchmarks.run import main as bench_main
-
-            return bench_main(args)
+            return _bench(args)
         if args.command == "serve":
             return _serve(args)
+        if args.command == "devices":
+            return _devices(args)
         if args.command == "mic":
             from transports.local_mic import MicUnavailable
 

@@ -15,7 +15,14 @@ from typing import Annotated, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default.yaml")
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -62,8 +69,10 @@ class STTConfig(_Frozen):
     provider: Literal["local_whisper", "openai"] = "local_whisper"
     """local_whisper: faster-whisper in-process; openai: the Whisper API (or compatible)."""
     fallback: Literal["none", "openai"] = "none"
-    """openai: when local Whisper fails, the `openai` endpoint below transcribes from then on
-    (the failed segment included); none: Nabu asks Warren to say it again."""
+    """openai: when local Whisper fails, the `openai` endpoint below transcribes (the failed
+    segment included) until retry_local_after_s has passed; none: Nabu asks him to say it again."""
+    retry_local_after_s: float = Field(default=60.0, gt=0)
+    """After a switch to the fallback, local Whisper is tried again this long later."""
     model: str = "base"
     """base or tiny.en (offline, from PyPI packages), any faster-whisper name, or a directory.
     base is the default: 4.6 % WER against tiny.en's 6.6 % on the shipped clips, and its extra
@@ -221,8 +230,10 @@ class TTSConfig(_Frozen):
     provider: Literal["piper", "openai"] = "piper"
     """piper: the Piper voice in-process; openai: the OpenAI-protocol speech endpoint below."""
     fallback: Literal["none", "openai"] = "none"
-    """openai: when Piper fails, the `openai` endpoint below speaks from then on (the failed
-    sentence included); none: a sentence Piper cannot say is skipped."""
+    """openai: when Piper fails, the `openai` endpoint below speaks (the failed sentence
+    included) until retry_local_after_s has passed; none: a sentence Piper cannot say is skipped."""
+    retry_local_after_s: float = Field(default=60.0, gt=0)
+    """After a switch to the fallback, Piper is tried again this long later."""
     voice: str = "en_US-joe-medium"
     """A Piper voice: the bundled en_US-joe-medium, or a name found in voice_dir."""
     voice_dir: str = ""
@@ -406,7 +417,8 @@ class ServerConfig(_Frozen):
     """`nabu serve`: the WebSocket server the phone app and the browser page talk to."""
 
     allowed_origins: tuple[str, ...] = ()
-    """Browser origins allowed to open /ws (e.g. https://nabu.example.org); empty allows any."""
+    """Other browser origins allowed to open /ws (e.g. https://nabu.example.org); the server's
+    own pages always may."""
     max_sessions: int = Field(default=4, ge=1, le=64)
     """Conversations served at once (each runs VAD, Whisper and Piper); one more is refused."""
     max_message_bytes: int = Field(default=65536, ge=4096, le=16 * 1024 * 1024)
@@ -419,6 +431,22 @@ class ServerConfig(_Frozen):
     """Stored conversation turns older than this are deleted; 0 keeps them forever."""
     data_dir: str = ""
     """Conversation store directory; empty means NABU_DATA_DIR, else ~/.local/share/nabu."""
+    tls_certfile: str = ""
+    """PEM certificate chain for HTTPS/WSS (phones give the microphone to secure pages only)."""
+    tls_keyfile: str = ""
+    """PEM private key of `tls_certfile`; both or neither."""
+    public_url: str = ""
+    """Address phones use (e.g. https://nabu.example.org behind a proxy); empty derives it."""
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerConfig:
+        if bool(self.tls_certfile) != bool(self.tls_keyfile):
+            raise ValueError("server.tls_certfile and server.tls_keyfile go together: set both")
+        if self.public_url and not re.match(r"^https?://[^/\s]+/?$", self.public_url):
+            raise ValueError(
+                f"server.public_url must be like https://host[:port], got {self.public_url!r}"
+            )
+        return self
 
     @property
     def data_path(self) -> Path:
@@ -429,6 +457,17 @@ class ServerConfig(_Frozen):
             return Path(os.environ["NABU_DATA_DIR"]).expanduser()
         xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
         return Path(xdg) / "nabu"
+
+
+class MemoryConfig(_Frozen):
+    """Warren's memory: facts and preferences he asks Nabu to keep (in the data directory)."""
+
+    enabled: bool = True
+    """Remember/forget commands, his preferences, and what he asked to keep in the LLM's
+    instructions every turn; off: nothing is kept and the commands go to the LLM."""
+    llm_proposals: bool = True
+    """The LLM may offer to keep a fact he mentions in passing (its remember_fact tool; kept
+    only after his yes). Turn off for a local model that cannot call tools."""
 
 
 class MicConfig(_Frozen):
@@ -453,9 +492,20 @@ class NabuConfig(_Frozen):
     audio: AudioConfig = AudioConfig()
     budgets: BudgetConfig = BudgetConfig()
     server: ServerConfig = ServerConfig()
+    memory: MemoryConfig = MemoryConfig()
     mic: MicConfig = MicConfig()
     source: Annotated[str, Field(exclude=True)] = ""
     """Where this config came from (for messages)."""
+
+    def with_changes(self, **sections: dict) -> NabuConfig:
+        """A copy with some fields of some sections replaced, validated like a loaded file.
+
+        `model_copy(update=...)` would skip validation and leave nested sections as dicts.
+        """
+        data = self.model_dump(exclude={"source"})
+        for section, values in sections.items():
+            data[section].update(values)
+        return NabuConfig(**data, source=self.source)
 
 
 SECTIONS = tuple(name for name in NabuConfig.model_fields if name != "source")

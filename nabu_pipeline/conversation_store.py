@@ -7,8 +7,13 @@ by one (WAL, synchronous=FULL), so a server killed mid-reply keeps every
 completed turn and even the question it was answering. No audio is stored.
 
 A resumed session gets back its own rows only (keyed by session id), trimmed
-to the last `history_turns` turns as the LLM would see them. Rows older than
-the retention period are deleted at start-up and hourly.
+to the last `history_turns` turns as the LLM would see them. A session gets
+its row with its first message, so connections that never said anything leave
+nothing; rows older than the retention period, and sessions left without
+messages, are deleted at start-up and hourly.
+
+Warren's words are private: the folder is made 0700 and the database 0600
+(SQLite gives its -wal and -shm files the database's mode).
 
 sqlite3 is synchronous; every call runs on one dedicated thread, so the
 event loop never waits on the disk and the connection is never shared
@@ -18,6 +23,7 @@ between threads.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -61,7 +67,15 @@ class ConversationStore:
     # --- lifecycle (blocking; call through `run`) --------------------------------------------
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.path.parent, 0o700)
+        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+        for path in (
+            self.path,
+            *(self.path.with_name(self.path.name + x) for x in ("-wal", "-shm")),
+        ):
+            if path.exists():
+                os.chmod(path, 0o600)  # also a store created before this rule
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         # FULL: a committed turn survives even a power cut, not only a killed process.
@@ -131,24 +145,18 @@ class ConversationStore:
         # A stored history ends with a completed turn, so the next question makes it turns + 1.
         return trim_to_turns(messages, max(turns - 1, 0)) if turns else [], known is not None
 
-    def _register(self, session_id: str) -> None:
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            self._touch(session_id, time.time())
-
     def _prune(self) -> int:
-        if self._retention_days == 0:
-            return 0
-        cutoff = time.time() - self._retention_days * DAY_S
+        removed = 0
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
-            removed = self.db.execute(
-                "DELETE FROM messages WHERE created_at < ?", (cutoff,)
-            ).rowcount
+            if self._retention_days != 0:
+                cutoff = time.time() - self._retention_days * DAY_S
+                removed = self.db.execute(
+                    "DELETE FROM messages WHERE created_at < ?", (cutoff,)
+                ).rowcount
             self.db.execute(
-                "DELETE FROM sessions WHERE last_seen_at < ? AND NOT EXISTS "
-                "(SELECT 1 FROM messages WHERE messages.session_id = sessions.id)",
-                (cutoff,),
+                "DELETE FROM sessions WHERE NOT EXISTS "
+                "(SELECT 1 FROM messages WHERE messages.session_id = sessions.id)"
             )
         return removed
 
@@ -171,12 +179,9 @@ class ConversationStore:
         """The session's last `turns` completed turns as LLM messages, and whether it exists."""
         return await self._run(self._load, session_id, turns)
 
-    async def register(self, session_id: str) -> None:
-        """Note that the session exists (so a client can resume it before its first turn)."""
-        await self._run(self._register, session_id)
-
     async def prune(self) -> int:
-        """Delete messages older than the retention period; returns how many."""
+        """Delete messages older than the retention period and empty sessions; returns how many
+        messages."""
         return await self._run(self._prune)
 
     async def messages(self, session_id: str) -> list[dict]:

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from loguru import logger
 
 from nabu_pipeline.config import STTConfig, TTSConfig
 from nabu_pipeline.models import Device, choose_device, piper_voice_dir, whisper_model_path
+
+C = TypeVar("C", STTConfig, TTSConfig)
+T = TypeVar("T")
 
 _lock = threading.Lock()
 _whisper: dict[tuple, tuple] = {}
@@ -97,3 +102,23 @@ def piper(config: TTSConfig):
         logger.info(f"Piper {config.voice} loaded in {time.perf_counter() - start:.2f}s")
         _piper[key] = voice
         return voice
+
+
+def local_or_none(load: Callable[[C], T], config: C) -> T | None:
+    """The shared local model (`whisper` or `piper`), or None when the fallback is to be used.
+
+    The one place that decides what a local model that will not load means: with
+    `fallback: openai` configured the caller uses the fallback (one warning says
+    so); without one the error goes on to the caller. Each call tries to load
+    again, so a session started after the cause is mended gets the local model.
+    """
+    try:
+        return load(config)
+    except Exception as e:
+        if config.fallback != "openai":
+            raise
+        logger.warning(
+            f"{load.__name__}: local model failed to load ({type(e).__name__}: "
+            f"{str(e)[:160]}); the fallback at {config.openai.base_url} is used instead"
+        )
+        return None

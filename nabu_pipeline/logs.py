@@ -6,26 +6,59 @@ import logging
 import os
 import re
 import sys
+from urllib.parse import quote, quote_plus, unquote_plus
 
 from loguru import logger
 
 SECRET_ENV = ("OPENAI_API_KEY", "NABU_AUTH_TOKEN", "NABU_LLM_API_KEY")
-_TOKEN_PARAM = re.compile(r"((?:token|api_key|key)=)[^&\s\"']+", re.IGNORECASE)
-_BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._\-]+")
+SECRET_PARAMS = frozenset({"token", "api_key", "apikey", "key", "access_token", "password"})
+# name=value as in a query string; the name may be percent-encoded (`tok%65n=`), which the
+# server decodes. The value stops at a closing bracket so the redaction never eats the
+# sentence around it.
+_PARAM = re.compile(r"(?P<name>[A-Za-z0-9_.~+%\-]+)=(?P<value>[^&\s\"'()\[\]<>]+)")
+_BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=\-]+")
+# Control characters (a newline above all) would let text a client chose forge a log line.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _secret_forms(secret: str) -> set[str]:
+    """A secret as it may appear in a URL: plain, percent-encoded (either hex case)."""
+    encoded = {quote(secret, safe=""), quote_plus(secret, safe="")}
+    every_byte = "".join(f"%{b:02X}" for b in secret.encode())
+    return {secret, *encoded, every_byte, every_byte.lower()}
 
 
 def redact(text: str, secrets: tuple[str, ...] | None = None) -> str:
-    """Remove secret values, `?token=` style query parameters and bearer tokens."""
+    """Remove secret values, `?token=` style query parameters and bearer tokens.
+
+    Query parameters are judged by their decoded name and value, so an encoded
+    name (`tok%65n=`) or an encoded token never slips through.
+    """
     if secrets is None:
         secrets = tuple(v for k in SECRET_ENV if (v := os.environ.get(k)) and len(v) >= 4)
     for secret in secrets:
-        text = text.replace(secret, "***")
-    text = _TOKEN_PARAM.sub(r"\1***", text)
+        for form in sorted(_secret_forms(secret), key=len, reverse=True):
+            text = text.replace(form, "***")
+
+    def param(m: re.Match) -> str:
+        name, value = unquote_plus(m["name"]).lower(), unquote_plus(m["value"])
+        if m["value"] == "...":  # a placeholder in Nabu's own advice ("pass ?token=...")
+            return m[0]
+        if name in SECRET_PARAMS or name.endswith("token") or any(s in value for s in secrets):
+            return f"{m['name']}=***"
+        return m[0]
+
+    text = _PARAM.sub(param, text)
     return _BEARER.sub(r"\1***", text)
 
 
+def escape_controls(text: str) -> str:
+    """One log record, one line: newlines and other control characters shown escaped."""
+    return _CONTROL.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), text)
+
+
 def _patch(record) -> None:
-    record["message"] = redact(record["message"])
+    record["message"] = escape_controls(redact(record["message"]))
 
 
 def _not_banner(record) -> bool:

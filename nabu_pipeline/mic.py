@@ -152,7 +152,6 @@ async def run_mic(config: NabuConfig, session_id: str | None = None) -> str:
     session_id = session_id or new_session_id()
     try:
         messages, known = await store.load(session_id, config.conversation.history_turns)
-        await store.register(session_id)
         # Building the pipeline loads Whisper and Piper the first time (seconds): off the loop.
         session = await asyncio.to_thread(
             build_session,

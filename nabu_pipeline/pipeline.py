@@ -1,7 +1,7 @@
 """Assembling Nabu's pipeline from its config (docs/ARCHITECTURE.md).
 
     transport.input() -> echo canceller -> STT -> transcript guard -> stop phrases -> repeats
-    -> user aggregator (Silero VAD + turn end) -> history window -> LLM
+    -> memory commands -> user aggregator (Silero VAD + turn end) -> history window -> LLM
     -> TTS (speech text shaping as text_transforms) -> speech release gate -> transport.output()
     -> assistant aggregator  (what the output transport sends is the echo canceller's reference)
 
@@ -42,6 +42,7 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from nabu_pipeline import engines
 from nabu_pipeline.config import NabuConfig
 from nabu_pipeline.latency import LatencyObserver
+from nabu_pipeline.memory_store import MemoryStore, shared_store
 from nabu_pipeline.prompts import system_prompt
 from processors.consumed_transcript import WordsStartATurn
 from processors.echo_canceller import (
@@ -51,8 +52,21 @@ from processors.echo_canceller import (
     stamp_capture_times,
 )
 from processors.history_window import HistoryWindow
+from processors.memory_commands import (
+    REMEMBER_TOOL,
+    MemoryCommands,
+    register_remember_tool,
+    remember_tool_schema,
+)
+from processors.openai_endpoint import api_key
 from processors.openai_llm import NabuOpenAILLMService
-from processors.phrases import LOCAL_QUESTIONS, Command, PhraseMatcher
+from processors.phrases import (
+    LOCAL_QUESTIONS,
+    MEMORY_COMMANDS,
+    PREFERENCE_FACTS,
+    Command,
+    PhraseMatcher,
+)
 from processors.repeat_requests import RepeatRequestHandler
 from processors.speech_release_gate import SpeechReleaseGate
 from processors.speech_text import shape_for_speech
@@ -84,7 +98,7 @@ def describe_llm(config: NabuConfig) -> str:
 def _openai_stt(config: NabuConfig) -> STTService:
     stt = config.stt
     return NabuOpenAISTTService(
-        api_key=stt.openai.api_key or "not-needed",
+        api_key=api_key(stt.openai.api_key),
         base_url=stt.openai.base_url,
         settings=NabuOpenAISTTService.Settings(model=stt.openai.model or "whisper-1"),
         ttfs_p99_latency=stt.ttfs_p99_s,
@@ -97,15 +111,8 @@ def build_stt(config: NabuConfig, utterance: UtteranceState | None = None) -> Fr
     if stt.provider == "openai":
         return _openai_stt(config)
     has_fallback = stt.fallback == "openai"
-    try:
-        loaded = engines.whisper(stt)
-    except Exception as e:
-        if not has_fallback:
-            raise
-        logger.warning(
-            f"STT: local Whisper {stt.model} could not be loaded ({type(e).__name__}: "
-            f"{str(e)[:160]}); the fallback at {stt.openai.base_url} transcribes instead"
-        )
+    loaded = engines.local_or_none(engines.whisper, stt)
+    if loaded is None:
         return _openai_stt(config)
     local = FailoverWhisperSTTService(
         has_fallback=has_fallback,
@@ -119,44 +126,41 @@ def build_stt(config: NabuConfig, utterance: UtteranceState | None = None) -> Fr
     )
     if not has_fallback:
         return local
-    return STTFailoverSwitcher([local, _openai_stt(config)])
+    return STTFailoverSwitcher(
+        [local, _openai_stt(config)], retry_local_after_s=stt.retry_local_after_s
+    )
+
+
+def _openai_tts(config: NabuConfig) -> TTSService:
+    from pipecat.services.openai.tts import OpenAITTSService
+
+    tts = config.tts
+    return OpenAITTSService(
+        api_key=api_key(tts.openai.api_key),
+        base_url=tts.openai.base_url,
+        settings=OpenAITTSService.Settings(
+            model=tts.openai.model or "tts-1", voice=tts.openai_voice
+        ),
+        text_transforms=[("*", shape_for_speech)],
+    )
 
 
 def build_tts(config: NabuConfig) -> TTSService:
     """Piper (with the OpenAI-protocol fallback per sentence when configured), or OpenAI TTS."""
     tts = config.tts
-    transforms = [("*", shape_for_speech)]
     if tts.provider == "openai":
-        from pipecat.services.openai.tts import OpenAITTSService
-
-        return OpenAITTSService(
-            api_key=tts.openai.api_key or "not-needed",
-            base_url=tts.openai.base_url,
-            settings=OpenAITTSService.Settings(
-                model=tts.openai.model or "tts-1", voice=tts.openai_voice
-            ),
-            text_transforms=transforms,
-        )
-    fallback = FallbackSpeech(tts.openai, tts.openai_voice) if tts.fallback == "openai" else None
-    try:
-        voice = engines.piper(tts)
-    except Exception as e:
-        if fallback is None:
-            raise
-        logger.warning(
-            f"TTS: Piper voice {tts.voice} could not be loaded ({type(e).__name__}: "
-            f"{str(e)[:160]}); the fallback at {fallback.label} speaks instead"
-        )
-        return build_tts(
-            config.model_copy(update={"tts": tts.model_copy(update={"provider": "openai"})})
-        )
+        return _openai_tts(config)
+    voice = engines.local_or_none(engines.piper, tts)
+    if voice is None:
+        return _openai_tts(config)
     return PiperWithFallbackTTSService(
-        fallback=fallback,
+        fallback=FallbackSpeech(tts.openai, tts.openai_voice) if tts.fallback == "openai" else None,
+        retry_local_after_s=tts.retry_local_after_s,
         voice=voice,
         voice_name=tts.voice,
         length_scale=tts.length_scale,
         volume=tts.volume,
-        text_transforms=transforms,
+        text_transforms=[("*", shape_for_speech)],
     )
 
 
@@ -171,16 +175,46 @@ def build_matcher(config: NabuConfig) -> PhraseMatcher:
             Command.YES: guard.yes_phrases,
             Command.NO: guard.no_phrases,
             **LOCAL_QUESTIONS,
+            **MEMORY_COMMANDS,
+            **PREFERENCE_FACTS,
         }
     )
 
 
-def build_llm(config: NabuConfig, matcher: PhraseMatcher | None = None) -> LLMService:
+def with_preferences(config: NabuConfig, preferences: dict[str, str]) -> NabuConfig:
+    """The config with what Warren asked for kept across sessions (memory_store preferences)."""
+    tts, locale = {}, {}
+    try:
+        if "speech_rate" in preferences:
+            scale = float(preferences["speech_rate"])
+            tts["length_scale"] = min(max(scale, 0.5), config.tts.length_scale_max)
+    except ValueError:
+        logger.warning("Memory: ignoring an unreadable speech_rate preference")
+    if preferences.get("temperature_unit") in ("C", "F"):
+        locale["temperature_unit"] = preferences["temperature_unit"]
+    if preferences.get("address_as"):
+        locale["user_name"] = preferences["address_as"]
+    if not tts and not locale:
+        return config
+    return config.model_copy(
+        update={
+            "tts": config.tts.model_copy(update=tts),
+            "locale": config.locale.model_copy(update=locale),
+        }
+    )
+
+
+def build_llm(
+    config: NabuConfig,
+    matcher: PhraseMatcher | None = None,
+    unanswered: set[str] | None = None,
+) -> LLMService:
     return NabuOpenAILLMService(
         config=config.llm,
         locale=config.locale,
         system_prompt=config.llm.system_prompt or system_prompt(config.locale),
         matcher=matcher or build_matcher(config),
+        unanswered=unanswered,
     )
 
 
@@ -238,20 +272,44 @@ def build_session(
     observers: list[BaseObserver] | None = None,
     worker_kwargs: dict | None = None,
     echo_reference: EchoReference | None = None,
+    memory: MemoryStore | None = None,
 ) -> Session:
     """The whole pipeline for one conversation on `transport`.
 
     `echo_reference`: given when the transport itself feeds it and stamps its microphone
     frames (a local sound card's threads know best when a chunk is heard or recorded:
     `nabu mic`); otherwise the output's sends and the input's arrivals are used.
+    `memory` defaults to the store in the data directory (`server.data_path`), shared by
+    every session of this process and by other Nabu processes on the machine.
     """
     context = context or LLMContext()
+    if config.memory.enabled:
+        memory = memory or shared_store(config.server.data_path)
+        config = with_preferences(config, memory.preferences())
     # Shared by STT, release gate and history window: one sentence across Warren's pauses.
     utterance = UtteranceState() if config.turn.pause_tolerance_s > 0 else None
     stt = build_stt(config, utterance=utterance)
     matcher = build_matcher(config)
-    llm = build_llm(config, matcher)
+    # Questions the LLM failed to answer: the history window keeps them apart from the next.
+    unanswered: set[str] = set()
+    llm = build_llm(config, matcher, unanswered)
     tts = build_tts(config)
+    memory_stage = None
+    if memory is not None:
+        memory_stage = MemoryCommands(
+            memory,
+            matcher,
+            base_prompt=config.llm.system_prompt or system_prompt(config.locale),
+            user_name=config.locale.user_name,
+            confirm_timeout_s=config.guard.confirm_timeout_s,
+            utterance=utterance,
+        )
+        if config.memory.llm_proposals and config.llm.is_configured:
+            from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
+
+            context.set_tools(ToolsSchema(standard_tools=[remember_tool_schema()]))
+            register_remember_tool(llm, memory_stage)
+            logger.debug(f"LLM tool: {REMEMBER_TOOL}")
     conv = config.conversation
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
         context, user_params=user_turn_params(config)
@@ -279,8 +337,9 @@ def build_session(
             length_scale_max=config.tts.length_scale_max,
             nothing_to_repeat=conv.nothing_to_repeat,
         ),
+        **({"memory": memory_stage} if memory_stage is not None else {}),
         "user": user_aggregator,
-        "history": HistoryWindow(conv.history_turns, utterance),
+        "history": HistoryWindow(conv.history_turns, utterance, unanswered),
         "llm": llm,
         "tts": tts,
         "release_gate": SpeechReleaseGate(config.turn.pause_tolerance_s, utterance),

@@ -56,6 +56,10 @@ class Script:
     """Text -> 16-bit mono PCM at 24 kHz for /v1/audio/speech; None: a 440 Hz tone per word."""
     audio_fault: str | None = None
     """None or 500: the audio endpoints fail."""
+    tool_call: Callable[[list[dict]], tuple[str, dict] | None] | None = None
+    """A function of the request's messages returning (tool name, arguments) to call that tool
+    instead of replying (streamed as OpenAI does: one tool_calls delta, finish "tool_calls"),
+    or None to reply as usual."""
 
 
 @dataclass
@@ -215,11 +219,14 @@ class ScriptedLLMServer:
         speak = self.script.speak or tone_pcm
         pcm = await asyncio.to_thread(speak, text)
         resp = web.StreamResponse(headers={"Content-Type": "audio/pcm"})
-        await resp.prepare(request)
         step = SPEECH_RATE_HZ // 10 * 2  # 100 ms chunks, as a streaming TTS sends them
-        for i in range(0, len(pcm), step):
-            await resp.write(pcm[i : i + step])
-        await resp.write_eof()
+        try:
+            await resp.prepare(request)
+            for i in range(0, len(pcm), step):
+                await resp.write(pcm[i : i + step])
+            await resp.write_eof()
+        except ConnectionError:
+            pass  # the client cancelled (an interrupted sentence): nothing to answer
         return resp
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
@@ -248,19 +255,48 @@ class ScriptedLLMServer:
         if fault == "hang":
             await self._hang()
             return web.Response(status=503)
-        reply = script.reply(messages) if callable(script.reply) else script.reply
         model = body.get("model", "scripted")
+        call = script.tool_call(messages) if script.tool_call else None
+        if call is not None:
+            return await self._call_tool(request, body, model, *call)
+        reply = script.reply(messages) if callable(script.reply) else script.reply
         if not body.get("stream"):
             # A whole reply takes as long to generate as its stream would.
             generation_s = len(_tokens(reply)) / script.tokens_per_s if script.tokens_per_s else 0
             await asyncio.sleep(script.ttft_s + generation_s)
             return web.json_response(_completion(model, reply))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
         try:
+            await resp.prepare(request)
             await self._stream_reply(request, resp, script, fault, reply, model)
         except ConnectionError:
-            pass  # the client went away (or gave up on a broken stream): nothing to answer
+            pass  # the client cancelled (or gave up on a broken stream): nothing to answer
+        return resp
+
+    async def _call_tool(self, request, body: dict, model: str, name: str, arguments: dict):
+        await asyncio.sleep(self.script.ttft_s)
+        call = {
+            "id": f"call_{uuid.uuid4().hex[:12]}",
+            "type": "function",
+            "function": {"name": name, "arguments": json.dumps(arguments)},
+        }
+        if not body.get("stream"):
+            completion = _completion(model, "")
+            completion["choices"][0]["message"] = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [call],
+            }
+            completion["choices"][0]["finish_reason"] = "tool_calls"
+            return web.json_response(completion)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
+        delta = {"role": "assistant", "tool_calls": [{"index": 0, **call}]}
+        await resp.write(_sse(_chunk(cid, model, delta)))
+        await resp.write(_sse(_chunk(cid, model, {}, finish="tool_calls")))
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
         return resp
 
     async def _stream_reply(self, request, resp, script: Script, fault, reply: str, model: str):

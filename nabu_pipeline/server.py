@@ -6,22 +6,28 @@ and RTVI (client-ready/bot-ready, user transcription, bot text, bot
 speaking, errors). One pipeline per connection, as pipecat's runner does it;
 Whisper and Piper are loaded once per process (`engines`) and shared.
 
-    GET /         desk-test page (the Pipecat web client, bundled in web/nabu-client.js)
+    GET /         Warren's phone app (installable web app; routes in phone_app.py)
+    GET /desk     desk-test page with the pairing link and QR code
     GET /healthz  {"status": "ok", "sessions": n, "max_sessions": m}
-    WS  /ws       ?token=... (required when set or when bound beyond loopback)
+    WS  /ws       ?token=... (required when set or when bound beyond loopback): the
+                  master token or a paired device's token (devices.py)
+    /api/memory   what Warren asked Nabu to keep, for his family (memory_api.py; same auth)
                   ?session=... (resume that conversation; a new id is sent otherwise)
 
-A connection is checked in this order, refusals costing nothing: origin (a
-browser page from elsewhere gets HTTP 403), token (compared in constant time;
-HTTP 401), session id (RTVI error, close 1008), capacity (RTVI error "busy",
-close 1013). A session id that is already connected is taken over by the new
-connection: a phone that lost its network reconnects before the server has
-noticed the old socket is dead.
+A connection is checked in this order, refusals costing nothing: origin and
+host (a browser page from elsewhere, or reached through a name this server
+does not answer to, gets HTTP 403; `origins.py`), token (compared in constant
+time; HTTP 401), session id (RTVI error, close 1008), capacity (HTTP 503
+"busy", before the handshake is accepted). A session id that is already
+connected is taken over by the new connection: a phone that lost its network
+reconnects before the server has noticed the old socket is dead. What an
+unauthenticated client costs at the HTTP layer is bounded in `http_limits.py`.
 
 Bad input never takes the server down: messages over `max_message_bytes`
-close that connection (1009); garbage, unknown frames and unsupported sample
-rates are dropped by `PhoneFrameSerializer`, logged once per kind, answered
-with an RTVI error, and a session that keeps sending them is closed. Whatever
+close that connection (1009); garbage, unknown frames, invalid RTVI messages
+and unsupported sample rates are dropped by `PhoneFrameSerializer`, logged
+once per kind, answered with an RTVI error, and a session that keeps sending
+them is closed (1008). Whatever
 ends a session (the client vanishing mid-reply included) cancels its
 pipeline and frees it; other sessions never notice.
 """
@@ -40,9 +46,8 @@ from collections import Counter
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from fastapi import FastAPI, WebSocket
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from loguru import logger
 from pipecat.frames.frames import OutputTransportMessageUrgentFrame
@@ -50,22 +55,27 @@ from pipecat.pipeline.worker import PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frameworks.rtvi import models as RTVI
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
-from pipecat.utils.security.allowed_origins import is_origin_allowed
 from pipecat.workers.runner import WorkerRunner
 from starlette.websockets import WebSocketState
 
-from nabu_pipeline import engines
+from nabu_pipeline import engines, phone_app
 from nabu_pipeline.config import ConfigError, NabuConfig
 from nabu_pipeline.conversation_store import ConversationStore, record_turns
+from nabu_pipeline.devices import DeviceStore
+from nabu_pipeline.freed_memory import FreedMemory
+from nabu_pipeline.http_limits import uvicorn_limits
 from nabu_pipeline.logs import route_stdlib_logging
+from nabu_pipeline.memory_api import memory_router
+from nabu_pipeline.memory_store import shared_store
+from nabu_pipeline.origins import OriginPolicy
 from nabu_pipeline.pipeline import build_session, describe_llm
 from transports.phone_serializer import PhoneFrameSerializer
 
 WEB_DIR = Path(__file__).with_name("web")
-SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{8,128}")  # whole string: fullmatch, never match
 MIN_TOKEN_CHARS = 16
 CLOSE_POLICY = 1008  # bad session id, too many bad messages
-CLOSE_BUSY = 1013  # "try again later": max_sessions reached
+CLOSE_BUSY = 1013  # "try again later": max_sessions reached after the handshake (a race)
 CLOSE_MEANINGS = {
     1000: "closed by the client",
     1001: "client went away",
@@ -157,6 +167,7 @@ class LiveSession:
 
     id: str
     peer: str
+    websocket: WebSocket | None = None
     started: float = field(default_factory=time.monotonic)
     worker: PipelineWorker | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -168,10 +179,13 @@ class LiveSession:
     def short(self) -> str:
         return self.id[:8]
 
-    async def end(self, reason: str, *, tell_client: str = "") -> None:
-        """Cancel this session's pipeline (its connection closes with it)."""
+    async def end(self, reason: str, *, tell_client: str = "", close_code: int = 0) -> None:
+        """Cancel this session's pipeline (its connection closes with it, with `close_code`)."""
         if not self.end_reason:
             self.end_reason = reason
+        if close_code and self.websocket is not None:
+            await close_with(self.websocket, close_code, tell_client)
+            tell_client = ""  # told already
         if self.worker is not None:
             if tell_client:
                 await self.worker.rtvi.push_transport_message(rtvi_error(tell_client, fatal=True))
@@ -185,14 +199,24 @@ class NabuServer:
         self.config = config
         self.settings = config.server
         self._token = auth_token
+        self._origins = OriginPolicy(self.settings.allowed_origins)
         self.store = ConversationStore(
             self.settings.data_path, retention_days=self.settings.history_retention_days
         )
+        self.devices = DeviceStore(self.settings.data_path)
+        self.pairing = phone_app.Pairing(self.devices)
+        self.web_dir = WEB_DIR
         self.sessions: dict[str, LiveSession] = {}
         self._admission = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
+        self._freed = FreedMemory()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.app = self._build_app()
+
+    @property
+    def master_token(self) -> str | None:
+        """NABU_AUTH_TOKEN (None when auth is off): it alone may ask for a pairing link."""
+        return self._token
 
     # --- app ----------------------------------------------------------------------------------
 
@@ -210,9 +234,7 @@ class NabuServer:
                 }
             )
 
-        @app.get("/", include_in_schema=False)
-        async def page() -> FileResponse:
-            return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+        phone_app.add_routes(app, self)
 
         @app.get("/nabu-client.js", include_in_schema=False)
         async def client_js() -> FileResponse:
@@ -226,6 +248,11 @@ class NabuServer:
         async def ws(websocket: WebSocket) -> None:
             await self.handle(websocket)
 
+        if self.config.memory.enabled:  # the family's view of what Warren asked Nabu to keep
+            app.include_router(
+                memory_router(lambda: shared_store(self.settings.data_path), self.refusal)
+            )
+
         return app
 
     @asynccontextmanager
@@ -237,23 +264,15 @@ class NabuServer:
         # fallback configured, a local model that will not load is not fatal: each
         # session then uses the fallback (pipeline.build_stt / build_tts).
         stt, tts = self.config.stt, self.config.tts
-        for wanted, loader, cfg, has_fallback in (
-            (stt.provider == "local_whisper", engines.whisper, stt, stt.fallback == "openai"),
-            (tts.provider == "piper", engines.piper, tts, tts.fallback == "openai"),
-        ):
-            if not wanted:
-                continue
-            try:
-                await asyncio.to_thread(loader, cfg)
-            except Exception as e:
-                if not has_fallback:
-                    raise
-                logger.warning(
-                    f"{loader.__name__}: local model failed to load ({type(e).__name__}: "
-                    f"{str(e)[:160]}); sessions will use the configured fallback"
-                )
+        if stt.provider == "local_whisper":
+            await asyncio.to_thread(engines.local_or_none, engines.whisper, stt)
+        if tts.provider == "piper":
+            await asyncio.to_thread(engines.local_or_none, engines.piper, tts)
         await self.store.open()
+        if self.config.memory.enabled:
+            await asyncio.to_thread(shared_store, self.settings.data_path)
         pruner = asyncio.create_task(self._prune_forever(), name="nabu-store-prune")
+        releaser = asyncio.create_task(self._freed.run(lambda: not self.sessions))
         logger.info(
             f"Nabu server ready in {time.perf_counter() - start:.1f}s "
             f"(max {self.settings.max_sessions} sessions, auth "
@@ -263,11 +282,12 @@ class NabuServer:
             yield
         finally:
             pruner.cancel()
+            releaser.cancel()
             for live in list(self.sessions.values()):
                 await live.end("server shutting down", tell_client="Nabu is restarting.")
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._all_done(), 10)
-            await asyncio.gather(pruner, return_exceptions=True)
+            await asyncio.gather(pruner, releaser, return_exceptions=True)
             await self.store.close()
             logger.info("Nabu server stopped")
 
@@ -287,21 +307,34 @@ class NabuServer:
 
     # --- admission ----------------------------------------------------------------------------
 
-    def _origin_ok(self, websocket: WebSocket) -> bool:
-        """Browsers always send Origin: it must be this server's own or an allowed one.
+    def _origin_refusal(self, websocket: WebSocket | Request) -> str | None:
+        """Why a browser page may not connect (another site's, or DNS rebinding); None if it may.
 
         A client with no Origin is not a browser page (the phone app); the
         check exists to stop other web sites using a visitor's browser, and the
         token covers everything else.
         """
-        origin = websocket.headers.get("origin", "")
-        allowed = list(self.settings.allowed_origins)
-        if not origin or not allowed:
-            return True
-        host = websocket.headers.get("host", "")
-        if host and urlsplit(origin).netloc.lower() == host.lower():
-            return True
-        return is_origin_allowed(origin, allowed)
+        headers = websocket.headers
+        return self._origins.refusal(headers.get("origin", ""), headers.get("host", ""))
+
+    async def refusal(self, conn: WebSocket | Request) -> tuple[int, str] | None:
+        """Why a connection or request is refused (HTTP status, reason), or None: one rule for
+        /ws and the HTTP API. Origin first (403), then the token (401): the master token or a
+        paired device's token (devices.py)."""
+        if (origin_refusal := self._origin_refusal(conn)) is not None:
+            return 403, origin_refusal
+        if self._token is not None:
+            given = conn.query_params.get("token", "")
+            auth = conn.headers.get("authorization", "")
+            if auth.lower().startswith("bearer "):
+                given = auth[7:].strip()
+            if not given or not (
+                token_matches(given, self._token)
+                or await phone_app.device_accepts(self.devices, given, conn)
+            ):
+                reason = "wrong token" if given else "missing token"
+                return 401, f"{reason} (pass ?token=...)"
+        return None
 
     async def _deny(self, websocket: WebSocket, status: int, text: str, peer: str) -> None:
         logger.warning(f"Refused WebSocket from {peer}: {text}")
@@ -313,31 +346,22 @@ class NabuServer:
     async def _refuse(self, websocket: WebSocket, code: int, text: str, peer: str) -> None:
         """Tell an accepted client why in its own protocol (an RTVI error), then close."""
         logger.warning(f"Refused session from {peer}: {text}")
-        frame = OutputTransportMessageUrgentFrame(
-            message=rtvi_error(text, fatal=True).model_dump(exclude_none=True)
-        )
-        payload = await PhoneFrameSerializer(sample_rate_hz=16000).serialize(frame)
-        with suppress(Exception):
-            await websocket.send_bytes(payload)
-            await websocket.close(code=code, reason=text[:120])
+        await close_with(websocket, code, text)
+
+    def _busy(self, session_id: str) -> bool:
+        """No room for another session (a takeover of a connected one needs none)."""
+        taken = len(self.sessions) - (session_id in self.sessions)
+        return taken >= self.settings.max_sessions
 
     async def handle(self, websocket: WebSocket) -> None:
         client = websocket.client
         peer = f"{client.host}:{client.port}" if client else "unknown"
-        if not self._origin_ok(websocket):
-            origin = websocket.headers.get("origin", "")
-            return await self._deny(websocket, 403, f"origin {origin!r} is not allowed", peer)
-        if self._token is not None:
-            given = websocket.query_params.get("token", "")
-            auth = websocket.headers.get("authorization", "")
-            if auth.lower().startswith("bearer "):
-                given = auth[7:].strip()
-            if not given or not token_matches(given, self._token):
-                reason = "wrong token" if given else "missing token"
-                return await self._deny(websocket, 401, f"{reason} (pass ?token=...)", peer)
-        await websocket.accept()
+        refusal = await self.refusal(websocket)
+        if refusal is not None:
+            return await self._deny(websocket, *refusal, peer)
         requested = websocket.query_params.get("session")
-        if requested is not None and not SESSION_ID.match(requested):
+        if requested is not None and not SESSION_ID.fullmatch(requested):
+            await websocket.accept()
             return await self._refuse(
                 websocket,
                 CLOSE_POLICY,
@@ -345,7 +369,10 @@ class NabuServer:
                 peer,
             )
         session_id = requested or uuid.uuid4().hex
-        live = LiveSession(id=session_id, peer=peer)
+        if self._busy(session_id):  # refused before the handshake: the client never connected
+            return await self._deny(websocket, 503, self._busy_text(), peer)
+        await websocket.accept()
+        live = LiveSession(id=session_id, peer=peer, websocket=websocket)
         async with self._admission:
             old = self.sessions.get(session_id)
             if old is not None:
@@ -356,14 +383,8 @@ class NabuServer:
                 )
                 with suppress(TimeoutError):
                     await asyncio.wait_for(old.done.wait(), TAKEOVER_TIMEOUT_S)
-            if len(self.sessions) >= self.settings.max_sessions:
-                return await self._refuse(
-                    websocket,
-                    CLOSE_BUSY,
-                    f"Nabu is busy: {self.settings.max_sessions} conversations are already "
-                    "connected. Try again in a moment.",
-                    peer,
-                )
+            if self._busy(session_id):  # filled while this handshake was being accepted
+                return await self._refuse(websocket, CLOSE_BUSY, self._busy_text(), peer)
             self.sessions[session_id] = live
         try:
             await self._run(websocket, live)
@@ -384,13 +405,15 @@ class NabuServer:
             if websocket.client_state == WebSocketState.CONNECTED:
                 with suppress(Exception):
                     await websocket.close(code=1000)
+            self._freed.session_ended()
 
     # --- one session --------------------------------------------------------------------------
 
     async def _run(self, websocket: WebSocket, live: LiveSession) -> None:
         config = self.config
+        # A session gets its row with its first message: connections that never say
+        # anything leave nothing behind.
         messages, known = await self.store.load(live.id, config.conversation.history_turns)
-        await self.store.register(live.id)
 
         async def on_problem(kind: str, detail: str) -> None:
             await self._on_problem(live, kind, detail)
@@ -485,9 +508,29 @@ class NabuServer:
             text = f"Closing this connection: {total} messages could not be used (e.g. {detail})."
             logger.warning(f"Session {live.short}: {text}")
             # Not from inside the receive loop that called us: cancelling waits for that loop.
-            task = asyncio.create_task(live.end("too many unusable messages", tell_client=text))
+            task = asyncio.create_task(
+                live.end("too many unusable messages", tell_client=text, close_code=CLOSE_POLICY)
+            )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _busy_text(self) -> str:
+        return (
+            f"Nabu is busy: {self.settings.max_sessions} conversations are already "
+            "connected. Try again in a moment."
+        )
+
+
+async def close_with(websocket: WebSocket, code: int, text: str) -> None:
+    """Send an RTVI error (when there is `text`) and close with `code`; a gone client is fine."""
+    with suppress(Exception):
+        if text:
+            frame = OutputTransportMessageUrgentFrame(
+                message=rtvi_error(text, fatal=True).model_dump(exclude_none=True)
+            )
+            payload = await PhoneFrameSerializer(sample_rate_hz=16000).serialize(frame)
+            await websocket.send_bytes(payload)
+        await websocket.close(code=code, reason=text[:120])
 
 
 def create_app(config: NabuConfig, *, auth_token: str | None) -> FastAPI:
@@ -495,8 +538,21 @@ def create_app(config: NabuConfig, *, auth_token: str | None) -> FastAPI:
     return NabuServer(config, auth_token=auth_token).app
 
 
+def tls_options(settings) -> dict:
+    """uvicorn's TLS arguments from server.tls_certfile/tls_keyfile; a ConfigError if unreadable."""
+    if not settings.tls_certfile:
+        return {}
+    files = {"ssl_certfile": settings.tls_certfile, "ssl_keyfile": settings.tls_keyfile}
+    for key, path in files.items():
+        if not Path(path).expanduser().is_file():
+            name = "certificate" if key == "ssl_certfile" else "private key"
+            raise ConfigError(f"TLS {name} not found: {path}")
+    return {k: str(Path(v).expanduser()) for k, v in files.items()}
+
+
 def uvicorn_config(app: FastAPI, config: NabuConfig, host: str, port: int):
-    """uvicorn settings: message size limit, pings, logs through loguru's redaction."""
+    """uvicorn settings: message size and HTTP limits, pings, TLS, logs through loguru's
+    redaction."""
     import uvicorn
 
     route_stdlib_logging("uvicorn", "uvicorn.error", "uvicorn.access")
@@ -504,7 +560,6 @@ def uvicorn_config(app: FastAPI, config: NabuConfig, host: str, port: int):
         app,
         host=host,
         port=port,
-        ws="websockets-sansio",
         ws_max_size=config.server.max_message_bytes,
         ws_ping_interval=PING_INTERVAL_S,
         ws_ping_timeout=PING_TIMEOUT_S,
@@ -512,6 +567,8 @@ def uvicorn_config(app: FastAPI, config: NabuConfig, host: str, port: int):
         access_log=True,
         lifespan="on",
         timeout_graceful_shutdown=10,
+        **tls_options(config.server),
+        **uvicorn_limits(),
     )
 
 
@@ -520,9 +577,14 @@ def serve(config: NabuConfig, host: str, port: int) -> int:
     import uvicorn
 
     token = auth_token_for(host)
-    app = create_app(config, auth_token=token)
-    server = uvicorn.Server(uvicorn_config(app, config, host, port))
+    nabu = NabuServer(config, auth_token=token)
+    server = uvicorn.Server(uvicorn_config(nabu.app, config, host, port))
+    tls = bool(config.server.tls_certfile)
     shown = f"[{host}]" if ":" in host else host
-    logger.info(f"Serving on http://{shown}:{port} (WebSocket /ws, page /, health /healthz)")
+    logger.info(
+        f"Serving on {'https' if tls else 'http'}://{shown}:{port} "
+        "(WebSocket /ws, phone app /, desk page /desk, health /healthz)"
+    )
+    phone_app.announce_pairing(nabu, host, port, tls=tls, local=is_loopback(host))
     server.run()
     return 0 if server.started else 1

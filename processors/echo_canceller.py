@@ -39,6 +39,9 @@ MIN_COUPLING_FRAMES = 10
 # Nabu's voice keeps arriving this long after it stopped playing: the echo path's own
 # delay (a phone on speaker over the network: 0.1-0.4 s) plus the room's reverberation.
 ECHO_TAIL_S = 0.6
+# The echo of a reply's first words is back in the microphone within this (the phone's
+# buffering and the network's round trip included); coupling is measured only after it.
+ECHO_SETTLE_S = 0.4
 # How long played audio is kept to be matched with the microphone: more than the longest
 # echo path plus the microphone's processing backlog on a busy CPU.
 KEEP_REFERENCE_S = 3.0
@@ -184,8 +187,9 @@ class EchoCanceller(FrameProcessor):
         self._warned = False
         # Echo coupling (mic energy / played energy) over the last ~2 s of Nabu speaking.
         self._coupling: collections.deque[float] = collections.deque(maxlen=100)
-        # Microphone samples until Nabu's last played audio has surely died away.
-        self._tail_samples_left = 0
+        # (samples, played energy) of the last ECHO_TAIL_S, and how long Nabu has been playing.
+        self._far_recent: collections.deque[tuple[int, float]] = collections.deque()
+        self._playing_s = 0.0
 
     def _canceller(self, rate: int):
         if self._aec is None or rate != self._rate:
@@ -202,20 +206,27 @@ class EchoCanceller(FrameProcessor):
         echoes (a headset, or a phone whose own AEC already removed it): a "Stop."
         then never reached VAD in one CI run. So the cancelled audio is used only
         while the microphone measurably carries the played audio: the median ratio
-        of mic to played energy over Nabu's last ~2 s of speech (a median, so
-        Warren's own words do not count), or at the start of a reply before
-        there is a measurement. "While" includes the echo's tail: the end of each
-        sentence comes back `ECHO_TAIL_S` after it was played, when the reference
-        is already silent (the raw tail once started a turn of its own).
+        of mic energy to the loudest played audio of the last `ECHO_TAIL_S` (the
+        echo arrives that much later at most) over Nabu's last ~2 s of speech (a
+        median, so Warren's own words do not count). Until the echo has had time
+        to arrive (`ECHO_SETTLE_S` into a reply) nothing is measured and the
+        cancelled audio is used: measuring the first frames, before the echo came
+        back, once read as "no echo" and let the raw echo of a reply's first words
+        start a turn. "While" includes the echo's tail: the end of each sentence
+        comes back after it was played, when the reference is already silent.
         """
-        far_energy = float(np.mean(far.astype(np.float32) ** 2))
-        if far_energy >= FAR_ACTIVE_ENERGY:
-            self._coupling.append(float(np.mean(near.astype(np.float32) ** 2)) / far_energy)
-            self._tail_samples_left = int(ECHO_TAIL_S * rate)
-        elif self._tail_samples_left > 0:
-            self._tail_samples_left -= len(near)
-        else:
+        n = len(near)
+        self._far_recent.append((n, float(np.mean(far.astype(np.float32) ** 2))))
+        span = sum(k for k, _ in self._far_recent)
+        while span - self._far_recent[0][0] >= ECHO_TAIL_S * rate:
+            span -= self._far_recent.popleft()[0]
+        far_energy = max(e for _, e in self._far_recent)
+        if far_energy < FAR_ACTIVE_ENERGY:
+            self._playing_s = 0.0
             return False
+        self._playing_s += n / rate
+        if self._playing_s >= ECHO_SETTLE_S:
+            self._coupling.append(float(np.mean(near.astype(np.float32) ** 2)) / far_energy)
         if len(self._coupling) < MIN_COUPLING_FRAMES:
             return True
         return float(np.median(self._coupling)) > ECHO_COUPLING_MIN

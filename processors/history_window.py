@@ -28,21 +28,30 @@ def trim_to_turns(messages: list, turns: int) -> list:
     return head + rest[user_idx[-keep] :]
 
 
-def merge_consecutive_user_messages(messages: list) -> list:
+def merge_consecutive_user_messages(
+    messages: list, unanswered: set[str] | frozenset = frozenset()
+) -> list:
     """One question split by a pause becomes one user message again.
 
     When Warren resumes after a pause, the speculative answer to his first words
     is dropped unheard and his next words arrive as a second user turn; the
-    LLM should see the sentence he actually said.
+    LLM should see the sentence he actually said. Only the question being asked
+    (the user messages after the last answer) is joined: older turns were
+    settled when they were asked. A question the LLM failed to answer
+    (`unanswered`, by its text) is a whole question of its own, not the start of
+    the next one: it stays a separate message, so the LLM sees two questions.
     """
-    merged: list = []
-    for m in messages:
-        prev = merged[-1] if merged else None
+    start = len(messages)
+    while start > 0 and _role(messages[start - 1]) == "user":
+        start -= 1
+    merged: list = list(messages[:start])
+    for i, m in enumerate(messages[start:]):
+        prev = merged[-1] if i else None
         if (
-            _role(m) == "user"
-            and _role(prev) == "user"
+            prev is not None
             and isinstance(m.get("content"), str)
             and isinstance(prev.get("content"), str)
+            and prev["content"].strip() not in unanswered
         ):
             merged[-1] = {**prev, "content": f"{prev['content'].rstrip()} {m['content'].lstrip()}"}
         else:
@@ -83,10 +92,17 @@ def drop_superseded(messages: list, superseded: set[str]) -> list:
 class HistoryWindow(FrameProcessor):
     """Before each LLM request: whole sentences once, split questions merged, last N turns."""
 
-    def __init__(self, turns: int, utterance: UtteranceState | None = None, **kwargs):
+    def __init__(
+        self,
+        turns: int,
+        utterance: UtteranceState | None = None,
+        unanswered: set[str] | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self._turns = turns
         self._utterance = utterance
+        self._unanswered = unanswered if unanswered is not None else set()
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
@@ -94,7 +110,8 @@ class HistoryWindow(FrameProcessor):
             messages = frame.context.get_messages()
             superseded = self._utterance.superseded if self._utterance else set()
             tidy = drop_superseded(messages, superseded)
-            tidy = trim_to_turns(merge_consecutive_user_messages(tidy), self._turns)
+            tidy = merge_consecutive_user_messages(tidy, self._unanswered)
+            tidy = trim_to_turns(tidy, self._turns)
             if len(tidy) != len(messages):
                 frame.context.set_messages(tidy)
         await self.push_frame(frame, direction)

@@ -44,123 +44,51 @@ no stack trace).
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import json
 import random
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
-import httpx
 from loguru import logger
-from openai import (
-    APIConnectionError,
-    APIStatusError,
-    AsyncOpenAI,
-    DefaultAsyncHttpxClient,
+from openai import APIStatusError, AsyncOpenAI
+from pipecat.frames.frames import (
+    Frame,
+    FunctionCallsStartedFrame,
+    LLMContextFrame,
+    LLMTextFrame,
+    TTSSpeakFrame,
 )
-from pipecat.frames.frames import Frame, LLMContextFrame, LLMTextFrame, TTSSpeakFrame
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.openai.llm import OpenAILLMService
 
 from nabu_pipeline.config import LLMConfig, LocaleConfig, OpenAIEndpoint
+from processors.context_text import last_user_text
 from processors.local_answers import NO_LLM, local_answer
+from processors.openai_endpoint import (
+    NO_KEY,
+    EndpointFault,
+    async_client,
+    describe,
+    endpoint_label,
+    is_retryable,
+    retry_after_s,
+)
 from processors.phrases import PhraseMatcher
 
-# The openai client's own retries are off: Nabu's policy (above) is the only one.
-CLIENT_MAX_RETRIES = 0
-# TCP connect limit: a dead host is given up on quickly (refused is immediate anyway).
-CONNECT_TIMEOUT_S = 2.0
 # Don't start an attempt with less than this left before the deadline.
 MIN_ATTEMPT_S = 0.3
 
 
-class NoFirstWord(Exception):
+class NoFirstWord(EndpointFault):
     """The endpoint sent no word within the first-token timeout."""
 
 
-class StreamStalled(Exception):
+class StreamStalled(EndpointFault):
     """The reply went silent mid-stream for longer than the stall timeout."""
 
 
-class EmptyReply(Exception):
+class EmptyReply(EndpointFault):
     """The endpoint answered, but with no words."""
-
-
-def last_user_text(context: LLMContext) -> str:
-    for message in reversed(context.get_messages()):
-        if isinstance(message, dict) and message.get("role") == "user":
-            content = message.get("content")
-            if isinstance(content, str):
-                return content
-            if isinstance(content, list):
-                return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
-
-
-def endpoint_label(base_url: str) -> str:
-    """host:port/path of an endpoint, without any credentials in the URL."""
-    parts = urlsplit(base_url)
-    host = parts.hostname or base_url
-    port = f":{parts.port}" if parts.port else ""
-    return f"{host}{port}{parts.path.rstrip('/')}"
-
-
-def retry_after_s(error: Exception) -> float | None:
-    """Seconds a 429/503 asks to wait (retry-after-ms, retry-after seconds or HTTP date)."""
-    response = getattr(error, "response", None)
-    headers = getattr(response, "headers", None)
-    if not headers:
-        return None
-    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            return max(0.0, float(value) / divisor)
-        except ValueError:
-            parsed = email.utils.parsedate_tz(value)
-            if parsed is not None:
-                return max(0.0, email.utils.mktime_tz(parsed) - time.time())
-    return None
-
-
-def is_retryable(error: Exception) -> bool:
-    """429, 5xx and connection errors are worth another try on the same endpoint."""
-    if isinstance(error, APIStatusError):
-        return error.status_code == 429 or error.status_code >= 500
-    return isinstance(error, (APIConnectionError, httpx.TransportError, ConnectionError))
-
-
-def describe(error: Exception, secrets: tuple[str, ...] = ()) -> str:
-    """A short cause for the log: what happened, never a key."""
-    if isinstance(error, APIStatusError):
-        body = error.body if isinstance(error.body, dict) else {}
-        inner = body.get("error", body) if isinstance(body, dict) else {}
-        message = inner.get("message") if isinstance(inner, dict) else None
-        text = f"HTTP {error.status_code}" + (f" {message}" if message else "")
-        wait = retry_after_s(error)
-        if wait is not None:
-            text += f" (Retry-After {wait:g}s)"
-    elif isinstance(error, APIConnectionError):
-        # The innermost cause says it best: ConnectionRefusedError, RemoteProtocolError, ...
-        cause, seen = error, 0
-        while (nxt := cause.__cause__ or cause.__context__) is not None and seen < 8:
-            cause, seen = nxt, seen + 1
-        detail = f"{type(cause).__name__}: {cause}" if cause is not error else str(error)
-        text = f"connection failed ({detail})"
-    elif isinstance(error, json.JSONDecodeError):
-        text = f"malformed stream data ({error.msg})"
-    elif isinstance(error, (NoFirstWord, StreamStalled, EmptyReply)):
-        text = str(error)
-    else:
-        text = f"{type(error).__name__}: {error}"
-    text = " ".join(text.split())[:200]
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
 
 
 @dataclass
@@ -242,10 +170,13 @@ class NabuOpenAILLMService(OpenAILLMService):
         locale: LocaleConfig,
         system_prompt: str,
         matcher: PhraseMatcher,
+        unanswered: set[str] | None = None,
         **kwargs,
     ):
         self._config = config
         self._matcher = matcher
+        # Questions it apologised for, shared with the history window (history_window.py).
+        self._unanswered = unanswered if unanswered is not None else set()
         self._available = config.is_configured
         self._locale = locale
         self._spoke = False
@@ -253,7 +184,7 @@ class NabuOpenAILLMService(OpenAILLMService):
         self._attempt: _Attempt | None = None
         main = config.endpoints[0] if config.endpoints else config.endpoint
         super().__init__(
-            api_key=main.api_key or ("not-needed" if self._available else "not-configured"),
+            api_key=main.api_key or (NO_KEY if self._available else "not-configured"),
             base_url=main.base_url,
             settings=OpenAILLMService.Settings(
                 model=main.model or config.model,
@@ -283,19 +214,14 @@ class NabuOpenAILLMService(OpenAILLMService):
         return self._available
 
     def create_client(self, api_key=None, base_url=None, **kwargs) -> AsyncOpenAI:
-        timeout_s = self._config.timeout_s
-        return AsyncOpenAI(
-            api_key=api_key or "not-needed",
-            base_url=base_url,
-            max_retries=CLIENT_MAX_RETRIES,
-            timeout=httpx.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s)),
-            http_client=DefaultAsyncHttpxClient(),
-        )
+        return async_client(api_key, base_url, self._config.timeout_s)
 
     # --- frames -------------------------------------------------------------------------------
 
     async def push_frame(self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM):
         if isinstance(frame, LLMTextFrame) and frame.text.strip():
+            self._spoke = True
+        if isinstance(frame, FunctionCallsStartedFrame):  # a tool call is an answer too
             self._spoke = True
         await super().push_frame(frame, direction)
 
@@ -319,12 +245,15 @@ class NabuOpenAILLMService(OpenAILLMService):
         if answer == NO_LLM:
             logger.info(f"{self}: no LLM configured; apologising for [{question[:80]}]")
             self._apology = self._config.apology
+            self._unanswered.add(question)
             return
         if answer is not None:
             logger.info(f"{self}: local answer to [{question[:80]}]")
             await self._push_llm_text(answer)
             return
         self._apology = await self._answer(context)
+        if self._apology == self._config.apology:  # nothing of an answer was said
+            self._unanswered.add(question)
 
     async def _answer(self, context: LLMContext) -> str | None:
         """Ask the endpoints by the retry policy; the apology to speak, or None if answered."""

@@ -35,6 +35,13 @@ class Command(StrEnum):
     TIME = "time"
     DATE = "date"
     CAPABILITIES = "capabilities"
+    REMEMBER = "remember"
+    FORGET = "forget"
+    FORGET_ALL = "forget_all"
+    RECALL = "recall"
+    TEMPERATURE_UNIT = "temperature_unit"
+    ADDRESS_AS = "address_as"
+    HOME_TOWN = "home_town"
 
 
 # Said around a command without changing it. "okay" is here so that "Okay, stop." is a
@@ -71,6 +78,63 @@ LOCAL_QUESTIONS: dict[str, tuple[str, ...]] = {
         "how can you help [me]",
         "what are you",
         "who are you",
+    ),
+}
+
+# Warren's memory (processors/memory_commands.py), answered without the LLM. A slot is
+# whatever he said there; the stage checks it ("celsius", a name of a few words).
+MEMORY_COMMANDS: dict[str, tuple[str, ...]] = {
+    Command.REMEMBER: (
+        "remember [that] {fact}",
+        "(can|could|would|will) you remember [that] {fact}",
+        "i want you to remember [that] {fact}",
+        "(don't|do not) forget [that] {fact}",
+        "make a note [that] {fact}",
+        "note [down] that {fact}",
+        "keep in mind [that] {fact}",
+    ),
+    Command.FORGET_ALL: (
+        "forget everything [you know] [about me]",
+        "forget (all of it|all that|all of that)",
+        "forget everything i [ever] told you",
+        "(delete|erase|wipe) everything you (know|remember) [about me]",
+        "(delete|erase|wipe) (all|everything) [you remember]",
+    ),
+    Command.FORGET: (
+        "forget [that|about] {fact}",
+        "(can|could|would|will) you forget [that|about] {fact}",
+        "(delete|erase) [that|the] {fact}",
+        "(stop remembering|don't remember) [that] {fact}",
+    ),
+    Command.RECALL: (
+        "what do you remember [about me]",
+        "what (do you know|have you remembered|are you remembering) about me",
+        "what (have i|did i) (told|tell|asked|ask) you to remember",
+        "what have i told you",
+        "tell me what you remember [about me]",
+        "what are you keeping [about me]",
+    ),
+    Command.TEMPERATURE_UNIT: (
+        "[i] (like|prefer|want) [the] (weather|temperature|temperatures) in {unit}",
+        "(use|give me|tell me|say) [the] (weather|temperature|temperatures) in {unit}",
+        "(use|i prefer|i like) {unit} [for [the] (weather|temperature|temperatures)]",
+        "[i want] temperatures in {unit}",
+    ),
+    Command.ADDRESS_AS: (
+        "call me {name}",
+        "(i'd|i would) like [you] to call me {name}",
+        "you can call me {name}",
+        "(please|) call me {name} from now on",
+    ),
+}
+# Facts that are also preferences, recognised inside what he asked to remember
+# ("remember that I live in Springfield"): never commands on their own.
+PREFERENCE_FACTS: dict[str, tuple[str, ...]] = {
+    Command.HOME_TOWN: (
+        "i live in {town}",
+        "(my|our) (town|home town|hometown) is {town}",
+        "i'm (living|staying) in {town}",
+        "home is {town}",
     ),
 }
 

@@ -82,10 +82,9 @@ class NabuPiperTTSService(PiperTTSService):
             volume=s.volume if is_given(s.volume) else 1.0,
         )
 
-    @traced_tts
-    async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
-        syn_config = self._synthesis_config()
-        chunks = iter(self._voice.synthesize(text, syn_config=syn_config))
+    async def piper_frames(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
+        """One sentence spoken by Piper; a failure is raised to the caller."""
+        chunks = iter(self._voice.synthesize(text, syn_config=self._synthesis_config()))
 
         def next_chunk():
             return next(chunks, None)
@@ -95,15 +94,21 @@ class NabuPiperTTSService(PiperTTSService):
             while (chunk := await asyncio.to_thread(next_chunk)) is not None:
                 yield chunk.audio_int16_bytes
 
+        await self.start_tts_usage_metrics(text)
         try:
-            await self.start_tts_usage_metrics(text)
             async for frame in self._stream_audio_frames_from_iterator(
                 audio(), in_sample_rate=self._voice.config.sample_rate, context_id=context_id
             ):
                 await self.stop_ttfb_metrics()
                 yield frame
+        finally:
+            await self.stop_ttfb_metrics()
+
+    @traced_tts
+    async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
+        try:
+            async for frame in self.piper_frames(text, context_id):
+                yield frame
         except Exception as e:
             logger.error(f"{self}: Piper failed on [{text[:60]}]: {type(e).__name__}: {e}")
             yield ErrorFrame(error=f"Piper failed: {e}")
-        finally:
-            await self.stop_ttfb_metrics()

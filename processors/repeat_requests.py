@@ -14,19 +14,9 @@ from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from processors.consumed_transcript import consumed
+from processors.context_text import last_assistant_text
 from processors.phrases import Command, PhraseMatcher
 from processors.piper_tts import NabuPiperTTSService
-
-
-def last_assistant_text(context: LLMContext) -> str:
-    for message in reversed(context.get_messages()):
-        if isinstance(message, dict) and message.get("role") == "assistant":
-            content = message.get("content")
-            if isinstance(content, str):
-                return content.strip()
-            if isinstance(content, list):
-                return " ".join(p.get("text", "") for p in content if isinstance(p, dict)).strip()
-    return ""
 
 
 class RepeatRequestHandler(FrameProcessor):

@@ -13,10 +13,12 @@ Warren is never met with silence:
   fallback fails too), Nabu asks him to say it again, as the transcript guard
   does for words it cannot trust; the request is not recorded in the history.
 
-The switch lasts for the rest of the conversation: the next one starts on local
-Whisper again. Only segment boundaries matter to a segmented STT, so nothing
-else is lost at the switch (audio arriving while it happens is silence after
-his segment).
+The switch lasts `stt.retry_local_after_s` (a passing fault, such as memory
+running short, should not keep Warren on the cloud for the whole conversation):
+then local Whisper is brought back at the end of the next segment the fallback
+takes, and, should it fail again, it hands that segment over as before. Only
+segment boundaries matter to a segmented STT, so nothing else is lost at a
+switch (audio arriving while it happens is silence after his segment).
 
 The switcher is pipecat's, except that it remembers only the last few thousand
 frame ids it has forwarded: `ParallelPipeline` keeps every id to drop
@@ -26,12 +28,19 @@ for as long as a conversation lasts (duplicates arrive within a few frames).
 
 from __future__ import annotations
 
+import time
 from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
 from loguru import logger
 from pipecat.audio.utils import pcm_to_wav
-from pipecat.frames.frames import ErrorFrame, Frame, TranscriptionFrame, TTSSpeakFrame
+from pipecat.frames.frames import (
+    ErrorFrame,
+    Frame,
+    TranscriptionFrame,
+    TTSSpeakFrame,
+    VADUserStoppedSpeakingFrame,
+)
 from pipecat.pipeline.service_switcher import ServiceSwitcher, ServiceSwitcherStrategyFailover
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.openai.stt import OpenAISTTService
@@ -68,6 +77,11 @@ class FailoverWhisperSTTService(NabuWhisperSTTService):
                 await self._failed(frame.error, audio)
                 return
             yield frame
+
+    async def resume(self) -> None:
+        """Usable again after a rest, without audio left over from before the failure."""
+        self._audio_buffer.clear()
+        await self.set_usable(True)
 
     async def _failed(self, cause: str, audio: bytes) -> None:
         # NabuWhisperSTTService has already logged the failure with its cause.
@@ -114,6 +128,10 @@ class NabuOpenAISTTService(OpenAISTTService):
 class HandOverFailover(ServiceSwitcherStrategyFailover):
     """pipecat's failover strategy, which also hands the failed segment to the new service."""
 
+    clock: Callable[[], float] = time.monotonic
+    failed_at: float | None = None
+    """When the first service failed (`clock` time); None while it is active."""
+
     async def handle_error(self, error: ErrorFrame) -> FrameProcessor | None:
         failed = error.processor or self._active_service
         if failed.is_usable:
@@ -122,13 +140,14 @@ class HandOverFailover(ServiceSwitcherStrategyFailover):
         for offset in range(1, len(self._services)):
             candidate = self._services[(start + offset) % len(self._services)]
             if candidate.is_usable and await self._set_active_if_available(candidate):
+                self.failed_at = self.clock()
                 segment = error.exception
                 handed = isinstance(segment, SegmentNotTranscribed) and hasattr(
                     candidate, "transcribe_segment"
                 )
                 logger.warning(
                     f"STT failover: {failed.name} failed ({error.error[:200]}); {candidate.name} "
-                    "transcribes from now on"
+                    "transcribes while it rests"
                     + (", starting with the segment it failed on" if handed else "")
                 )
                 if handed:
@@ -162,8 +181,40 @@ class _RecentIds:
 
 
 class STTFailoverSwitcher(ServiceSwitcher[HandOverFailover]):
-    """ServiceSwitcher over [local, fallback] with bounded duplicate tracking."""
+    """ServiceSwitcher over [local, fallback]: back to local after a rest; bounded id tracking."""
 
-    def __init__(self, services: list[FrameProcessor]):
+    def __init__(
+        self,
+        services: list[FrameProcessor],
+        *,
+        retry_local_after_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         super().__init__(services=services, strategy_type=HandOverFailover)
         self._seen_ids = _RecentIds()
+        self._retry_local_after_s = retry_local_after_s
+        self.strategy.clock = clock
+
+    async def push_frame(self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM):
+        await super().push_frame(frame, direction)
+        # A segment's end has passed through the fallback (its words are queued there): the
+        # earliest point at which local Whisper can take the next segment whole.
+        if isinstance(frame, VADUserStoppedSpeakingFrame):
+            await self._maybe_return_to_local()
+
+    async def _maybe_return_to_local(self) -> None:
+        strategy, local = self.strategy, self.services[0]
+        if strategy.active_service is local or strategy.failed_at is None:
+            return
+        rested = strategy.clock() - strategy.failed_at
+        if rested < self._retry_local_after_s:
+            return
+        if isinstance(local, FailoverWhisperSTTService):
+            await local.resume()
+        else:
+            await local.set_usable(True)
+        if await strategy._set_active_if_available(local):
+            strategy.failed_at = None
+            logger.info(
+                f"STT failover: {rested:.0f}s on the fallback; {local.name} transcribes again"
+            )

@@ -24,7 +24,7 @@ from processors.confirmation import SAY_AGAIN, Confirmation
 from processors.consumed_transcript import consumed
 from processors.phrases import PhraseMatcher
 from processors.text_normalise import normalise
-from processors.whisper_stt import TranscriptEvidence
+from processors.whisper_stt import PROMPT_HEADER, TranscriptEvidence
 
 # Quieter than this, "speech" is room tone: whatever Whisper heard in it is invented.
 SILENCE_DBFS = -55.0
@@ -32,7 +32,7 @@ ASK_TO_REPEAT = "Sorry, I didn't quite catch that. Could you say it again?"
 
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
-_PROMPT_WORDS = frozenset(normalise("Names and things Warren mentions").split())
+_PROMPT_WORDS = frozenset(normalise(PROMPT_HEADER).split())
 
 
 def is_phantom(text: str, config: GuardConfig) -> bool:

@@ -2,7 +2,9 @@
 
 - With `tts.fallback: openai`, the first sentence Piper cannot say is spoken
   by the OpenAI-protocol speech endpoint (`tts.openai`), and so is everything
-  after it in this conversation (the next conversation tries Piper again).
+  after it, until `tts.retry_local_after_s` has passed: then Piper is tried
+  again on the next sentence (a passing fault, such as memory running short,
+  should not keep Warren on a cloud voice for the rest of the conversation).
 - Without a fallback, or when the fallback fails too, that one sentence is
   skipped (a short pause in its place) and the reply goes on with the next;
   the skipped words are not recorded as said.
@@ -19,23 +21,20 @@ Each fault is one log line: the stage, the sentence (shortened), the cause.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
-import httpx
 from loguru import logger
-from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 from pipecat.audio.utils import create_stream_resampler
 from pipecat.frames.frames import Frame, TTSAudioRawFrame
 from pipecat.services.openai.tts import VALID_VOICES
 
 from nabu_pipeline.config import OpenAIEndpoint
-from processors.openai_llm import describe, endpoint_label
+from processors.openai_endpoint import async_client, describe, endpoint_label
 from processors.piper_tts import NabuPiperTTSService
 
 OPENAI_PCM_RATE_HZ = 24000  # response_format=pcm from /v1/audio/speech
 SKIPPED_PAUSE_S = 0.15  # what Warren hears where a sentence could not be said
-CONNECT_TIMEOUT_S = 2.0
 
 
 class FallbackSpeech:
@@ -45,13 +44,7 @@ class FallbackSpeech:
         self.endpoint = endpoint
         self.label = endpoint_label(endpoint.base_url)
         self.voice = voice if voice in VALID_VOICES else "alloy"
-        self._client = AsyncOpenAI(
-            api_key=endpoint.api_key or "not-needed",
-            base_url=endpoint.base_url,
-            max_retries=0,
-            timeout=httpx.Timeout(endpoint.timeout_s, connect=CONNECT_TIMEOUT_S),
-            http_client=DefaultAsyncHttpxClient(),
-        )
+        self._client = async_client(endpoint.api_key, endpoint.base_url, endpoint.timeout_s)
 
     async def pcm(self, text: str, speed: float) -> AsyncIterator[bytes]:
         """The sentence as 16-bit mono PCM at 24 kHz, streamed as it arrives."""
@@ -70,10 +63,20 @@ class FallbackSpeech:
 class PiperWithFallbackTTSService(NabuPiperTTSService):
     """NabuPiperTTSService whose failures fall back per sentence (see the module doc)."""
 
-    def __init__(self, *, fallback: FallbackSpeech | None = None, **kwargs):
+    def __init__(
+        self,
+        *,
+        fallback: FallbackSpeech | None = None,
+        retry_local_after_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self._fallback = fallback
+        self._retry_local_after_s = retry_local_after_s
+        self._clock = clock
         self._on_fallback = False
+        self._fallback_since = 0.0
         self._sentence_skipped = False
 
     @property
@@ -82,10 +85,15 @@ class PiperWithFallbackTTSService(NabuPiperTTSService):
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
         self._sentence_skipped = False
+        if self._on_fallback and self._clock() - self._fallback_since >= self._retry_local_after_s:
+            logger.info(
+                f"{self}: {self._retry_local_after_s:g}s on the TTS fallback; trying Piper again"
+            )
+            self._switch(to_fallback=False)
         if not self._on_fallback:
             spoke = False
             try:
-                async for frame in self._piper(text, context_id):
+                async for frame in self.piper_frames(text, context_id):
                     spoke = True
                     yield frame
                 return
@@ -96,7 +104,7 @@ class PiperWithFallbackTTSService(NabuPiperTTSService):
                     f"{self}: Piper failed part-way through [{text[:60]}] ({cause}); "
                     "the rest of that sentence is skipped"
                 )
-                self._switch_to_fallback()
+                self._switch(to_fallback=True)
                 return
             if self._fallback is None:
                 logger.warning(
@@ -108,38 +116,21 @@ class PiperWithFallbackTTSService(NabuPiperTTSService):
                 return
             logger.warning(
                 f"{self}: Piper failed on [{text[:60]}] ({cause}); the TTS fallback at "
-                f"{self._fallback.label} speaks from now on"
+                f"{self._fallback.label} speaks for the next {self._retry_local_after_s:g}s"
             )
-            self._switch_to_fallback()
+            self._switch(to_fallback=True)
         async for frame in self._speak_with_fallback(text, context_id):
             yield frame
 
-    def _switch_to_fallback(self) -> None:
-        if self._fallback is not None and not self._on_fallback:
-            self._on_fallback = True
-            # pipecat's stream resampler is bound to one input rate (Piper's 22.05 kHz).
+    def _switch(self, *, to_fallback: bool) -> None:
+        if to_fallback and self._fallback is None:
+            return
+        if to_fallback:
+            self._fallback_since = self._clock()
+        if to_fallback != self._on_fallback:
+            self._on_fallback = to_fallback
+            # pipecat's stream resampler is bound to one input rate (Piper's 22.05 kHz or 24 kHz).
             self._resampler = create_stream_resampler()
-
-    async def _piper(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
-        """NabuPiperTTSService.run_tts, letting a failure through to the caller."""
-        chunks = iter(self._voice.synthesize(text, syn_config=self._synthesis_config()))
-
-        def next_chunk():
-            return next(chunks, None)
-
-        async def audio() -> AsyncIterator[bytes]:
-            while (chunk := await asyncio.to_thread(next_chunk)) is not None:
-                yield chunk.audio_int16_bytes
-
-        await self.start_tts_usage_metrics(text)
-        try:
-            async for frame in self._stream_audio_frames_from_iterator(
-                audio(), in_sample_rate=self._voice.config.sample_rate, context_id=context_id
-            ):
-                await self.stop_ttfb_metrics()
-                yield frame
-        finally:
-            await self.stop_ttfb_metrics()
 
     async def _speak_with_fallback(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
         assert self._fallback is not None

@@ -35,6 +35,8 @@ from processors.utterance_state import UtteranceState
 
 # An utterance kept open across pauses is cut after this much audio (Whisper's window is 30 s).
 MAX_UTTERANCE_S = 25.0
+# The words before Warren's vocabulary in Whisper's prompt (the guard knows Whisper may echo them).
+PROMPT_HEADER = "Names and things Warren mentions"
 
 
 def vocabulary_prompt(vocabulary: tuple[str, ...] | list[str]) -> str | None:
@@ -46,7 +48,7 @@ def vocabulary_prompt(vocabulary: tuple[str, ...] | list[str]) -> str | None:
     WER on the shipped clips, 6.6 % with neither).
     """
     words = [w.strip() for w in vocabulary if w.strip()]
-    return f"Names and things Warren mentions: {', '.join(words)}." if words else None
+    return f"{PROMPT_HEADER}: {', '.join(words)}." if words else None
 
 
 def squeeze_pauses(samples: np.ndarray, rate: int, keep_s: float = 0.3) -> np.ndarray:
@@ -157,6 +159,13 @@ class NabuWhisperSTTService(WhisperSTTService):
             return
         self._user_id = getattr(frame, "user_id", "") or ""
         self._audio_buffer += frame.audio
+
+    async def cleanup(self):
+        # A session cancelled while its StartFrame was being handled (a phone connecting and
+        # leaving at once) gets its segment task after the CancelFrame has passed; end it here
+        # so it never outlives the session ("dangling task", "Task was destroyed").
+        await self._cancel_segment_task()
+        await super().cleanup()
 
     def _load(self):
         """Use the process-wide model instead of loading one per session."""

@@ -127,11 +127,7 @@ def config_for(tmp_path):
         env = dict(os.environ)
         if url:
             env["NABU_LLM_BASE_URL"] = url
-        base = load_config(env=env)
-        data = base.model_dump(exclude={"source"})
-        for section, values in sections.items():
-            data[section].update(values)
-        return NabuConfig(**data)
+        return load_config(env=env).with_changes(**sections)
 
     return _config
 

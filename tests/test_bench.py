@@ -3,10 +3,14 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from .conftest import CLIPS
+from benchmarks.clips import DEFAULT_MANIFEST, repo_path
+
+from .conftest import CLIPS, ROOT
+from .helpers import nabu
 
 pytestmark = pytest.mark.slow
 
@@ -23,12 +27,7 @@ def manifest(tmp_path):
 
 
 def _bench(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "nabu_pipeline.cli", "bench", *args],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    return nabu("bench", *args, timeout=900)
 
 
 def test_latency_suite_writes_results_report_and_plots(tmp_path, manifest):
@@ -43,6 +42,7 @@ def test_latency_suite_writes_results_report_and_plots(tmp_path, manifest):
     ):
         assert r[key]["n"] == 2 and r[key]["p50"] > 0 and r[key]["p95"] >= r[key]["p50"], r[key]
     assert r["speedup_vs_sequential"] > 0 and r["speedup_vs_pipecat_default"] > 0
+    assert not Path(r["manifest"]).is_absolute() and r["manifest"].endswith("two.tsv")
     assert set(r["stages"]) == {
         "turn_end_s",
         "stt_s",
@@ -83,3 +83,24 @@ def test_bad_manifest_is_a_clear_error(tmp_path):
     proc = _bench("--manifest", str(bad), "--out", str(tmp_path / "o"))
     assert proc.returncode == 2
     assert "missing column" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_benchmarks_load_only_when_nabu_bench_runs():
+    """`nabu talk/serve/mic` start without importing the benchmark suites (or their plots)."""
+    code = (
+        "import sys, nabu_pipeline.cli; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('benchmarks', 'matplotlib')))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]", proc.stdout
+
+
+def test_reports_name_files_relative_to_the_repository(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # wherever `nabu bench` runs from
+    assert repo_path(DEFAULT_MANIFEST) == "benchmarks/clips/manifest.tsv"
+    assert repo_path(ROOT / "benchmarks" / ".." / "README.md") == "README.md"
+    assert repo_path(ROOT.parent / "speech" / "m.tsv") == "../speech/m.tsv"
+    committed = (ROOT / "benchmarks" / "reports").rglob("results.json")
+    for results in committed:
+        manifest = json.loads(results.read_text()).get("manifest")
+        assert manifest is None or not Path(manifest).is_absolute(), (results, manifest)

@@ -1,8 +1,5 @@
 """Config: typed, validated, frozen; env expansion; one clear error per user mistake."""
 
-import subprocess
-import sys
-
 import pytest
 import yaml
 from pydantic import ValidationError
@@ -10,6 +7,7 @@ from pydantic import ValidationError
 from nabu_pipeline.config import ConfigError, NabuConfig, expand_env, load_config
 
 from .conftest import ROOT
+from .helpers import nabu
 
 
 def write(tmp_path, text: str):
@@ -146,7 +144,10 @@ def test_llm_configured_only_with_key_or_own_endpoint():
         ("llm:\n  max_token: 100\n", ["llm.max_token", "did you mean `max_tokens`?"]),
         ("sst:\n  model: base\n", ["sst", "did you mean `stt`?"]),
         ("source: mine\n", ["source", "unknown key; allowed: stt, guard, llm"]),
-        ("stt:\n  zzz: 1\n", ["stt.zzz", "unknown key; allowed: provider, fallback, model"]),
+        (
+            "stt:\n  zzz: 1\n",
+            ["stt.zzz", "unknown key; allowed: provider, fallback, retry_local_after_s, model"],
+        ),
         (
             "llm:\n  fallbacks:\n    - base_url: http://x/v1\n      modl: m\n",
             ["did you mean `model`?"],
@@ -181,21 +182,14 @@ def test_cli_reports_config_error_without_traceback(tmp_path):
     import soundfile as sf
 
     sf.write(str(wav), np.zeros(1600, dtype=np.int16), 16000)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nabu_pipeline.cli",
-            "talk",
-            "--input",
-            str(wav),
-            "--output",
-            str(tmp_path / "o.wav"),
-            "--config",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
+    proc = nabu(
+        "talk",
+        "--input",
+        str(wav),
+        "--output",
+        str(tmp_path / "o.wav"),
+        "--config",
+        str(path),
         timeout=120,
     )
     assert proc.returncode == 2
@@ -205,37 +199,11 @@ def test_cli_reports_config_error_without_traceback(tmp_path):
 def test_cli_rejects_a_file_that_is_not_audio(tmp_path):
     bad = tmp_path / "notes.wav"
     bad.write_text("this is not audio")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nabu_pipeline.cli",
-            "talk",
-            "--input",
-            str(bad),
-            "--output",
-            str(tmp_path / "o.wav"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = nabu("talk", "--input", str(bad), "--output", str(tmp_path / "o.wav"), timeout=120)
     assert proc.returncode == 2
     assert "not an audio file" in proc.stderr and "Traceback" not in proc.stderr
-    missing = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nabu_pipeline.cli",
-            "talk",
-            "--input",
-            str(tmp_path / "x.wav"),
-            "--output",
-            str(tmp_path / "o.wav"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    missing = nabu(
+        "talk", "--input", str(tmp_path / "x.wav"), "--output", str(tmp_path / "o.wav"), timeout=120
     )
     assert missing.returncode == 2 and "not found" in missing.stderr
 
@@ -259,3 +227,13 @@ def test_a_file_that_moves_an_endpoint_does_not_send_it_the_openai_key(tmp_path)
     assert load_config(path, env={"OPENAI_API_KEY": "sk-from-env-123"}).llm.api_key == (
         "sk-from-env-123"
     )
+
+
+def test_with_changes_is_a_validated_copy():
+    base = load_config(env={})
+    changed = base.with_changes(llm={"base_url": "http://127.0.0.1:9/v1"}, turn={"vad_stop_s": 0.3})
+    assert changed.llm.base_url == "http://127.0.0.1:9/v1" and changed.turn.vad_stop_s == 0.3
+    assert changed.llm.model == base.llm.model and changed.source == base.source
+    assert base.llm.base_url != changed.llm.base_url  # the original is untouched
+    with pytest.raises(ValidationError):
+        base.with_changes(turn={"pause_tolerance_s": -1})

@@ -105,3 +105,20 @@ async def test_retention_prunes_old_messages_only(tmp_path):
 async def test_no_audio_column(store):
     columns = {row[1] for row in store.db.execute("PRAGMA table_info(messages)")}
     assert columns == {"id", "session_id", "role", "content", "interrupted", "created_at"}
+
+
+async def test_empty_sessions_are_pruned_and_the_store_is_private(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    s = await ConversationStore(data, retention_days=0).open()  # 0: messages kept forever
+    try:
+        await _turns(s, "session-kept", 1)
+        # A row an older version added for a connection that never said anything.
+        s.db.execute("INSERT INTO sessions VALUES ('session-empty', 0, 0)")
+        assert await s.prune() == 0
+        rows = s.db.execute("SELECT id FROM sessions").fetchall()
+        assert rows == [("session-kept",)]
+    finally:
+        await s.close()
+    assert (data / DB_NAME).stat().st_mode & 0o777 == 0o600
+    assert data.stat().st_mode & 0o777 == 0o700

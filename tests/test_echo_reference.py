@@ -102,3 +102,30 @@ def test_echo_is_cancelled_even_when_the_microphone_is_processed_late_in_bursts(
         f"(paired in processing order: {old_late:.1f} dB)"
     )
     assert on_time > 10 and late > 10, (on_time, late)
+
+
+def test_cancelled_audio_is_used_from_a_replys_first_word_while_its_echo_comes_back():
+    """Measuring before the echo had arrived once read as "no echo": the raw echo of a
+    reply's first words reached VAD and Nabu interrupted itself. Without echo (a headset)
+    the microphone is left as it is, so Warren's own words are not attenuated."""
+    from processors.echo_canceller import FAR_ACTIVE_ENERGY, EchoCanceller
+
+    speech = read_pcm16(CLIPS / "jfk.wav", RATE)[: 3 * RATE]
+    delay = int(0.15 * RATE)
+    echo = (np.concatenate([np.zeros(delay), speech[:-delay]]) * 0.5).astype(np.int16)
+    for mic, expected in ((echo, True), (np.zeros_like(speech), False)):
+        canceller = EchoCanceller(EchoReference(RATE))
+        decisions = [
+            canceller._echo_present(mic[i : i + FRAME], speech[i : i + FRAME], RATE)
+            for i in range(0, len(speech) - FRAME, FRAME)
+        ]
+        loud = [
+            np.mean(speech[i : i + FRAME].astype(np.float32) ** 2)
+            for i in range(0, len(speech) - FRAME, FRAME)
+        ]
+        played = [i for i, e in enumerate(loud) if e >= FAR_ACTIVE_ENERGY]
+        assert len(played) > 50
+        if expected:
+            assert all(decisions[i] for i in played), decisions
+        else:
+            assert not any(decisions[int(0.8 * RATE / FRAME) :]), decisions

@@ -10,6 +10,7 @@ import io
 import re
 
 import numpy as np
+import pytest
 import soundfile as sf
 from pipecat.frames.frames import (
     ErrorFrame,
@@ -29,6 +30,7 @@ from pipecat.tests.utils import SleepFrame, run_test
 
 from nabu_pipeline.config import OpenAIEndpoint, TTSConfig
 from nabu_pipeline.scripted_llm import Script, ScriptedLLMServer
+from processors.openai_endpoint import NO_KEY
 from processors.stt_failover import (
     STT_FAILED,
     FailoverWhisperSTTService,
@@ -88,7 +90,7 @@ def local_whisper(model, has_fallback: bool) -> FailoverWhisperSTTService:
 
 def openai_stt(url: str) -> NabuOpenAISTTService:
     return NabuOpenAISTTService(
-        api_key="not-needed",
+        api_key=NO_KEY,
         base_url=url,
         settings=NabuOpenAISTTService.Settings(model="whisper-1"),
     )
@@ -151,27 +153,28 @@ def reply_frames() -> list:
     return [LLMFullResponseStartFrame(), LLMTextFrame(REPLY), LLMFullResponseEndFrame()]
 
 
-def piper_service(voice, fallback: FallbackSpeech | None) -> PiperWithFallbackTTSService:
+def piper_service(voice, fallback: FallbackSpeech | None, **kwargs) -> PiperWithFallbackTTSService:
     return PiperWithFallbackTTSService(
-        fallback=fallback, voice=voice, voice_name="en_US-joe-medium", length_scale=1.0
+        fallback=fallback, voice=voice, voice_name="en_US-joe-medium", length_scale=1.0, **kwargs
     )
 
 
-def spoken(down) -> tuple[list[str], float]:
+async def say_reply(service) -> tuple[list[str], float, list]:
+    """The three-sentence reply through `service`: the sentences said, seconds of audio (24 kHz),
+    and the frames that went upstream."""
+    down, up = await run_test(
+        service,
+        frames_to_send=reply_frames(),
+        pipeline_params=PipelineParams(audio_out_sample_rate=24000),
+    )
     texts = [f.text for f in down if isinstance(f, TTSTextFrame)]
     audio = b"".join(f.audio for f in down if isinstance(f, TTSAudioRawFrame))
-    samples = np.frombuffer(audio, dtype=np.int16)
-    return texts, len(samples) / 24000
+    return texts, len(np.frombuffer(audio, dtype=np.int16)) / 24000, up
 
 
 async def test_piper_failing_on_one_sentence_skips_it_and_goes_on(piper_voice):
     voice = FailingVoice(piper_voice, word="porch")
-    down, up = await run_test(
-        piper_service(voice, None),
-        frames_to_send=reply_frames(),
-        pipeline_params=PipelineParams(audio_out_sample_rate=24000),
-    )
-    texts, seconds = spoken(down)
+    texts, seconds, up = await say_reply(piper_service(voice, None))
     assert texts == ["The front door is locked.", "The kettle is warm."], texts
     assert voice.spoken == ["The front door is locked.", "The kettle is warm."]
     assert seconds > 1.5
@@ -185,12 +188,7 @@ async def test_piper_failing_switches_to_the_fallback_voice(piper_voice):
             OpenAIEndpoint(base_url=srv.url, model="tts-1", api_key="sk-x"), "alloy"
         )
         service = piper_service(voice, fallback)
-        down, _ = await run_test(
-            service,
-            frames_to_send=reply_frames(),
-            pipeline_params=PipelineParams(audio_out_sample_rate=24000),
-        )
-    texts, seconds = spoken(down)
+        texts, seconds, _ = await say_reply(service)
     assert texts == ["The front door is locked.", "The porch light is on.", "The kettle is warm."]
     # Piper said the first sentence; the fallback the failed one and everything after it.
     assert voice.spoken == ["The front door is locked."]
@@ -203,12 +201,8 @@ async def test_piper_failing_switches_to_the_fallback_voice(piper_voice):
 async def test_fallback_tts_failing_skips_the_sentence(piper_voice):
     with ScriptedLLMServer(Script(audio_fault="500")) as srv:
         fallback = FallbackSpeech(OpenAIEndpoint(base_url=srv.url), "alloy")
-        down, _ = await run_test(
-            piper_service(FailingVoice(piper_voice, word="porch"), fallback),
-            frames_to_send=reply_frames(),
-            pipeline_params=PipelineParams(audio_out_sample_rate=24000),
-        )
-    texts, _ = spoken(down)
+        service = piper_service(FailingVoice(piper_voice, word="porch"), fallback)
+        texts, _, _ = await say_reply(service)
     assert texts == ["The front door is locked."], texts
 
 
@@ -221,3 +215,94 @@ def test_recent_ids_stay_bounded():
 
 def test_piper_voice_config_is_untouched():
     assert TTSConfig().fallback == "none"
+
+
+class Ticking:
+    """A clock that moves on `step_s` each time it is read (an injectable monotonic clock)."""
+
+    def __init__(self, step_s: float):
+        self.step_s = step_s
+        self.now = -step_s
+
+    def __call__(self) -> float:
+        self.now += self.step_s
+        return self.now
+
+
+class FlakyWhisper:
+    """A real faster-whisper model whose first `failures` decodes fail (a passing fault)."""
+
+    def __init__(self, model, failures: int = 1):
+        self._model = model
+        self.failures = failures
+        self.calls = 0
+
+    def transcribe(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise RuntimeError("simulated CTranslate2 failure: out of memory")
+        return self._model.transcribe(*args, **kwargs)
+
+
+async def test_stt_returns_to_local_whisper_after_its_rest(whisper_tiny):
+    clip = load_pcm(CLIPS / "goforward.wav")
+    with ScriptedLLMServer(Script(transcript="I heard the fallback.")) as srv:
+        flaky = FlakyWhisper(whisper_tiny)
+        local, fallback = local_whisper(flaky, has_fallback=True), openai_stt(srv.url)
+        # Read at the failure (0 s), then after each segment the fallback takes: 30 s, 60 s.
+        switcher = STTFailoverSwitcher([local, fallback], retry_local_after_s=60, clock=Ticking(30))
+        frames = []
+        for _ in range(4):
+            frames += [*speech_frames(clip), SleepFrame(1.5)]
+        down, _ = await run_test(switcher, frames_to_send=frames)
+    transcripts = [f.text for f in down if isinstance(f, TranscriptionFrame)]
+    # 1: local failed, fallback took it; 2: still resting; 3: fallback, local back after it;
+    # 4: local Whisper again.
+    assert transcripts[:3] == ["I heard the fallback."] * 3, transcripts
+    assert len(transcripts) == 4 and "forward" in transcripts[3].lower(), transcripts
+    assert len(srv.audio_requests) == 3 and flaky.calls == 2
+    assert local.is_usable and switcher.strategy.active_service is local
+
+
+class FlakyVoice(FailingVoice):
+    """The real Piper voice, failing on its first `failures` sentences only."""
+
+    def __init__(self, voice, failures: int = 1):
+        super().__init__(voice)
+        self.failures = failures
+        self.calls = 0
+
+    def synthesize(self, text, syn_config=None):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise RuntimeError("simulated onnxruntime failure")
+        self.spoken.append(text)
+        return self._voice.synthesize(text, syn_config=syn_config)
+
+
+async def test_tts_returns_to_piper_after_its_rest(piper_voice):
+    voice = FlakyVoice(piper_voice)
+    with ScriptedLLMServer(Script()) as srv:
+        fallback = FallbackSpeech(OpenAIEndpoint(base_url=srv.url, model="tts-1"), "alloy")
+        # The clock is read at the failure (0 s), then before each sentence on the fallback.
+        service = piper_service(voice, fallback, retry_local_after_s=60, clock=Ticking(40))
+        texts, seconds, _ = await say_reply(service)
+    assert texts == ["The front door is locked.", "The porch light is on.", "The kettle is warm."]
+    said = [r.fields["input"] for r in srv.audio_requests]
+    assert said == ["The front door is locked.", "The porch light is on."], said
+    assert voice.spoken == ["The kettle is warm."]
+    assert not service.on_fallback and seconds > 2.0
+
+
+def test_a_piper_voice_that_will_not_load_means_the_fallback_speaks(tmp_path, config_for):
+    from pipecat.services.openai.tts import OpenAITTSService
+
+    from nabu_pipeline.models import ModelError
+    from nabu_pipeline.pipeline import build_tts
+
+    missing = {"voice": "en_US-nobody-medium", "voice_dir": str(tmp_path)}
+    with pytest.raises(ModelError):
+        build_tts(config_for(tts=missing))
+    with_fallback = {**missing, "fallback": "openai", "openai": {"base_url": "http://127.0.0.1:9"}}
+    tts = build_tts(config_for(tts=with_fallback))
+    assert isinstance(tts, OpenAITTSService)

@@ -19,11 +19,7 @@ import io
 import os
 import re
 import signal
-import sqlite3
-import subprocess
-import sys
 import time
-from contextlib import contextmanager
 from itertools import pairwise
 from pathlib import Path
 
@@ -31,16 +27,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
-from loguru import logger
 from whisper_normalizer.english import EnglishTextNormalizer
 
 from nabu_pipeline import engines
-from nabu_pipeline.conversation_store import DB_NAME
 from nabu_pipeline.models import Device
 from nabu_pipeline.scripted_llm import SPEECH_RATE_HZ, Script, ScriptedLLMServer, refused_url
 from nabu_pipeline.talk import talk
 
 from .conftest import CLIPS, transcribe
+from .helpers import captured_logs, nabu, stored, wait_sessions
 from .phone_client import FRAME_S, PhoneClient, audio_frame, load_pcm
 from .server_harness import cli_process, in_process
 from .test_failover_services import BrokenWhisper, FailingVoice
@@ -82,16 +77,6 @@ def row(fault: str, heard: str, seconds: float | None, history: str) -> None:
             "history": history,
         }
     )
-
-
-@contextmanager
-def captured_logs(level: str = "WARNING"):
-    lines: list[str] = []
-    sink = logger.add(lambda m: lines.append(str(m)), level=level, format="{level} {message}")
-    try:
-        yield lines
-    finally:
-        logger.remove(sink)
 
 
 def heard(whisper, path: Path) -> str:
@@ -321,25 +306,6 @@ def pcm(clip: str) -> bytes:
     return load_pcm(CLIPS / f"{clip}.wav", 16000)
 
 
-def stored(session: str, data: Path | None = None) -> list[tuple[str, str]]:
-    data = data or Path(os.environ["NABU_DATA_DIR"])
-    db = sqlite3.connect(data / DB_NAME)
-    try:
-        return db.execute(
-            "SELECT role, content FROM messages WHERE session_id = ? ORDER BY id", (session,)
-        ).fetchall()
-    finally:
-        db.close()
-
-
-async def wait_sessions(srv, n: int, within_s: float = 15) -> float:
-    start = time.monotonic()
-    while (now := (await asyncio.to_thread(srv.health))["sessions"]) != n:
-        assert time.monotonic() - start < within_s, f"{now} sessions, expected {n}"
-        await asyncio.sleep(0.1)
-    return time.monotonic() - start
-
-
 def by_question(messages: list[dict]) -> str:
     text = last_user(messages)
     if "dog" in text:
@@ -528,20 +494,13 @@ async def test_nabu_talk_against_a_failing_endpoint_exits_0_and_apologises(
         url = srv.url if failure == "500" else refused_url()
         env = {**os.environ, "NABU_LLM_BASE_URL": url, "OPENAI_API_KEY": SECRET}
         proc = await asyncio.to_thread(
-            subprocess.run,
-            [
-                sys.executable,
-                "-m",
-                "nabu_pipeline.cli",
-                "talk",
-                "--input",
-                str(CLIPS / "goforward.wav"),
-                "--output",
-                str(out),
-            ],
+            nabu,
+            "talk",
+            "--input",
+            CLIPS / "goforward.wav",
+            "--output",
+            out,
             cwd=tmp_path,  # outside the repository
-            capture_output=True,
-            text=True,
             timeout=180,
             env=env,
         )

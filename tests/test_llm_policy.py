@@ -9,10 +9,8 @@ No audio models: these run in seconds.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 
 import pytest
-from loguru import logger
 from pipecat.frames.frames import (
     Frame,
     LLMContextFrame,
@@ -20,28 +18,23 @@ from pipecat.frames.frames import (
     LLMTextFrame,
     TTSSpeakFrame,
 )
+from pipecat.pipeline.pipeline import Pipeline
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.tests.utils import run_test
 
 from nabu_pipeline.config import NO_LLM_APOLOGY, LLMConfig, LocaleConfig, NabuConfig, OpenAIEndpoint
 from nabu_pipeline.pipeline import build_matcher
 from nabu_pipeline.scripted_llm import Script, ScriptedLLMServer, refused_url
-from processors.openai_llm import NabuOpenAILLMService, retry_after_s
+from processors.history_window import HistoryWindow, merge_consecutive_user_messages
+from processors.openai_endpoint import retry_after_s
+from processors.openai_llm import NabuOpenAILLMService
+
+from .helpers import captured_logs
 
 REPLY = "The front door is locked. The porch light is on. Mary called this morning."
 SECRET = "sk-test-DO-NOT-LOG-0123456789"
 BROKEN_OFF = LLMConfig().broken_off_apology
 MATCHER = build_matcher(NabuConfig())
-
-
-@contextmanager
-def captured_logs():
-    lines: list[str] = []
-    sink = logger.add(lambda m: lines.append(str(m)), level="WARNING", format="{message}")
-    try:
-        yield lines
-    finally:
-        logger.remove(sink)
 
 
 def server(fault=None, **kw) -> ScriptedLLMServer:
@@ -300,3 +293,47 @@ def test_a_mistake_in_a_fallback_is_one_clear_error(tmp_path):
     path.write_text("llm:\n  fallbacks:\n    - base_url: http://x/v1\n      key: abc\n")
     with pytest.raises(ConfigError, match=r"llm\.fallbacks\.0\.key: unknown key"):
         load_config(path, env={})
+
+
+async def test_a_failed_question_stays_apart_from_the_next_one():
+    """After an apology nothing is recorded as the answer; the next question must not be glued
+    onto the failed one ("...kettles? What time is the doctor coming?" reads as one)."""
+    first, second = "Tell me about kettles.", "When is the doctor coming?"
+
+    def fault(messages):
+        users = [m for m in messages if m.get("role") == "user"]
+        return "500" if users[-1]["content"] == first else None
+
+    unanswered: set[str] = set()
+    with server(fault) as srv:
+        llm = NabuOpenAILLMService(
+            config=LLMConfig(base_url=srv.url, retry_attempts=1),
+            locale=LocaleConfig(),
+            system_prompt="Be brief.",
+            matcher=MATCHER,
+            unanswered=unanswered,
+        )
+        stages = Pipeline([HistoryWindow(turns=4, unanswered=unanswered), llm])
+        context = LLMContext()
+        outcomes = []
+        for question in (first, second):
+            context.add_message({"role": "user", "content": question})
+            down, _ = await run_test(stages, frames_to_send=[LLMContextFrame(context)])
+            outcomes.append(Outcome(list(down), 0, 0))
+    assert outcomes[0].apology == LLMConfig().apology and outcomes[1].text == REPLY
+    asked = [m for m in srv.requests[-1].messages if m["role"] != "system"]
+    assert asked == [{"role": "user", "content": first}, {"role": "user", "content": second}]
+
+
+def test_a_question_split_by_a_pause_is_still_joined():
+    said = [{"role": "user", "content": "What time is"}, {"role": "user", "content": "the doctor?"}]
+    history = [
+        {"role": "user", "content": "Hello."},
+        {"role": "user", "content": "Are you there?"},  # an old failed turn, settled long ago
+        {"role": "assistant", "content": "I am here."},
+    ]
+    assert merge_consecutive_user_messages(said) == [
+        {"role": "user", "content": "What time is the doctor?"}
+    ]
+    assert merge_consecutive_user_messages(said, {"What time is"}) == said
+    assert merge_consecutive_user_messages(history + said)[:3] == history

@@ -14,15 +14,14 @@ import gc
 import statistics
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from loguru import logger
 
 from nabu_pipeline.scripted_llm import Script, ScriptedLLMServer
 
 from .conftest import CLIPS
+from .helpers import captured_logs, wait_sessions
 from .phone_client import PhoneClient, load_pcm
 from .server_harness import in_process
 
@@ -67,23 +66,6 @@ def answer_for(messages: list[dict]) -> str:
     return "Sorry, say again?"
 
 
-@contextmanager
-def captured_errors():
-    lines: list[str] = []
-    sink = logger.add(lambda m: lines.append(str(m)), level="ERROR", format="{message}")
-    try:
-        yield lines
-    finally:
-        logger.remove(sink)
-
-
-async def wait_sessions(srv, n: int, within_s: float = 20) -> None:
-    deadline = time.monotonic() + within_s
-    while (await asyncio.to_thread(srv.health))["sessions"] != n:
-        assert time.monotonic() < deadline, "sessions did not end"
-        await asyncio.sleep(0.1)
-
-
 async def conversation(srv, clips: list[str]) -> tuple[PhoneClient, list[float]]:
     """Connect, say each clip and wait for its answer, disconnect."""
     latencies = []
@@ -111,7 +93,7 @@ async def test_cycles_and_concurrent_conversations(config_for):
     with ScriptedLLMServer(Script(reply=answer_for, ttft_s=0.1)) as llm:
         fallback = {"fallback": "openai", "openai": {"base_url": llm.url}}
         config = config_for(llm.url, stt=fallback, tts=fallback)
-        with in_process(config) as srv, captured_errors() as errors:
+        with in_process(config) as srv, captured_logs("ERROR") as errors:
 
             def server_tasks() -> int:
                 async def count() -> int:

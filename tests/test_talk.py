@@ -5,8 +5,6 @@ answered; the server must have received the user's words.
 """
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from nabu_pipeline.scripted_llm import Script, ScriptedLLMServer
 from nabu_pipeline.talk import talk
 
 from .conftest import CLIPS, concat_wavs, transcribe
+from .helpers import nabu
 
 NORMALISE = EnglishTextNormalizer()
 pytestmark = pytest.mark.slow
@@ -42,21 +41,14 @@ def test_cli_two_turns_with_history(tmp_path, whisper_tiny):
     with ScriptedLLMServer(Script(reply=lambda _m: next(replies), ttft_s=0.2)) as server:
         out = tmp_path / "reply.wav"
         env = {**os.environ, "NABU_LLM_BASE_URL": server.url}
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "nabu_pipeline.cli",
-                "talk",
-                "--input",
-                str(CLIPS / "goforward.wav"),
-                "--input",
-                str(CLIPS / "sb_spk2_snt2.wav"),
-                "--output",
-                str(out),
-            ],
-            capture_output=True,
-            text=True,
+        proc = nabu(
+            "talk",
+            "--input",
+            str(CLIPS / "goforward.wav"),
+            "--input",
+            str(CLIPS / "sb_spk2_snt2.wav"),
+            "--output",
+            str(out),
             timeout=240,
             env=env,
         )

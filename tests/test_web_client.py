@@ -1,6 +1,6 @@
 """The official Pipecat web client, in headless Chromium, against `nabu serve`.
 
-The page `nabu serve` ships at / is @pipecat-ai/client-js with
+The desk page `nabu serve` ships at /desk is @pipecat-ai/client-js with
 @pipecat-ai/websocket-transport (bundled by esbuild into
 nabu_pipeline/web/nabu-client.js) and the stock WavMediaManager. Chromium's
 fake microphone plays a recording from ../shared/speech; the page logs every
@@ -106,7 +106,7 @@ def test_pipecat_web_client_in_chromium(tmp_path):
                     "--autoplay-policy=no-user-gesture-required",
                     "--enable-logging=stderr",
                     "--v=0",
-                    f"{srv.http}/?autostart=1&token={token}",
+                    f"{srv.http}/desk?autostart=1&token={token}",
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,

@@ -11,15 +11,24 @@ claims, which Whisper and the VAD would misread.
 This subclass accepts from clients only audio and RTVI messages:
 - audio at 8-48 kHz, mono or stereo, becomes mono at the pipeline's rate
   (soxr, one stream resampler per session, rebuilt if the rate changes);
-- anything else (garbage, text, JSON in a text message, other frame types,
-  a non-RTVI message, malformed audio or an unsupported rate) is dropped and
-  reported to `on_problem(kind, detail)`, which the server logs once per kind,
-  answers with an RTVI error and counts against the session's limit.
+- RTVI messages of the few types a voice client needs (`CLIENT_MESSAGE_TYPES`),
+  checked here against pipecat's own RTVI models, so an invalid one is counted
+  like any other bad message instead of being answered (and logged) by the RTVI
+  processor each time. `send-text` and `send-file` are refused: they would reach
+  the LLM without speech recognition and the transcript guard, and Warren's
+  phone sends his voice;
+- anything else (garbage, text, JSON in a text message, JSON nested deeper than
+  `MAX_JSON_DEPTH`, other frame types, a non-RTVI message, malformed audio or an
+  unsupported rate) is dropped and reported to `on_problem(kind, detail)`, which
+  the server logs once per kind, answers with an RTVI error and counts against
+  the session's limit. Text the client chose appears in `detail` only escaped
+  and truncated (`client_text`), so it cannot forge a log line.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 
 import numpy as np
@@ -33,13 +42,59 @@ from pipecat.frames.frames import (
     InputAudioRawFrame,
     InputTransportMessageFrame,
 )
+from pipecat.processors.frameworks.rtvi import models as RTVI
 from pipecat.serializers.protobuf import ProtobufFrameSerializer
+from pydantic import ValidationError
 
 MIN_RATE_HZ = 8000
 MAX_RATE_HZ = 48000
 MAX_CHANNELS = 2
 # RTVI message types that carry audio outside the audio frame; they would bypass the checks here.
 AUDIO_MESSAGE_TYPES = frozenset({"raw-audio", "raw-audio-batch"})
+# Typed input that would skip speech recognition and the transcript guard.
+TEXT_INPUT_TYPES = frozenset({"send-text", "send-file", "append-to-context"})
+# What a voice client sends (the Pipecat SDKs' connect, disconnect and app messages), with the
+# pipecat model its `data` must satisfy (None: pipecat reads it leniently itself).
+CLIENT_MESSAGE_TYPES = {
+    "client-ready": None,
+    "disconnect-bot": None,
+    "client-message": RTVI.RawClientMessageData,
+}
+# Nabu's clients send flat JSON; deeper nesting is an attack on the parsers behind this one.
+MAX_JSON_DEPTH = 32
+CLIENT_TEXT_CHARS = 40
+VERSION = re.compile(r"[0-9A-Za-z.+-]{1,32}")
+
+
+def client_text(value: object, limit: int = CLIENT_TEXT_CHARS) -> str:
+    """Client-chosen text made safe for a log line: escaped (no newline survives), truncated."""
+    text = str(value)
+    cut = text[:limit].encode("unicode_escape").decode("ascii")
+    return "'" + cut + ("..." if len(text) > limit else "") + "'"
+
+
+def _plain_version(data: dict | None) -> bool:
+    """client-ready's optional version, which pipecat logs: a short plain version string."""
+    version = (data or {}).get("version")
+    return version is None or (isinstance(version, str) and VERSION.fullmatch(version) is not None)
+
+
+def json_depth_exceeds(value: object, limit: int) -> bool:
+    """Whether decoded JSON nests deeper than `limit` (iterative: no recursion to exhaust)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
 
 ProblemCallback = Callable[[str, str], Awaitable[None]]
 
@@ -67,7 +122,7 @@ class PhoneFrameSerializer(ProtobufFrameSerializer):
             return await self._problem("text", "a text message (the protocol is binary protobuf)")
         try:
             proto = frame_protos.Frame.FromString(data)
-        except (DecodeError, ValueError, TypeError):
+        except (DecodeError, ValueError, TypeError, RecursionError):
             return await self._problem("garbage", "a message that is not a protobuf Frame")
         which = proto.WhichOneof("frame")
         if which == "audio":
@@ -81,14 +136,45 @@ class PhoneFrameSerializer(ProtobufFrameSerializer):
     async def _message(self, data: str) -> Frame | None:
         try:
             message = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except RecursionError:  # the C parser gives up on very deep nesting this way
+            message = None
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError
             return await self._problem("garbage", "a message frame whose data is not JSON")
+        if message is None or json_depth_exceeds(message, MAX_JSON_DEPTH):
+            return await self._problem(
+                "nesting", f"a message nested more than {MAX_JSON_DEPTH} levels deep"
+            )
         if not isinstance(message, dict) or message.get("label") != "rtvi-ai":
             return await self._problem("unknown", "a message that is not an RTVI message")
-        if message.get("type") in AUDIO_MESSAGE_TYPES:
+        kind = message.get("type")
+        if not isinstance(kind, str):
+            return await self._problem("rtvi_invalid", "an RTVI message without a string type")
+        if kind in AUDIO_MESSAGE_TYPES:
             return await self._problem(
-                "unknown",
-                f"an RTVI {message['type']} message (send audio as protobuf audio frames)",
+                "unknown", f"an RTVI {kind} message (send audio as protobuf audio frames)"
+            )
+        if kind in TEXT_INPUT_TYPES:
+            return await self._problem(
+                "typed_input", f"an RTVI {kind} message (Nabu listens: send speech as audio)"
+            )
+        try:
+            RTVI.Message.model_validate(message)
+            model = CLIENT_MESSAGE_TYPES[kind]
+            if model is not None:
+                model.model_validate(message.get("data"))
+            if kind == "client-ready" and not _plain_version(message.get("data")):
+                return await self._problem(
+                    "rtvi_invalid", "an RTVI client-ready message with an unusable version"
+                )
+        except KeyError:
+            return await self._problem(
+                "rtvi_type", f"an RTVI message of a type Nabu does not take ({client_text(kind)})"
+            )
+        except ValidationError as e:
+            fields = ", ".join(".".join(str(p) for p in err["loc"]) for err in e.errors()[:3])
+            return await self._problem(
+                "rtvi_invalid",
+                f"an invalid RTVI {client_text(kind)} message (check {client_text(fields)})",
             )
         return InputTransportMessageFrame(message=message)
 

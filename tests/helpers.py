@@ -1,0 +1,59 @@
+"""Helpers shared by the test files: log capture, the conversation store, live sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from loguru import logger
+
+from nabu_pipeline.conversation_store import DB_NAME
+
+
+@contextmanager
+def captured_logs(level: str = "WARNING"):
+    """Every loguru line at `level` or above while the block runs, as "LEVEL message"."""
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m)), level=level, format="{level} {message}")
+    try:
+        yield lines
+    finally:
+        logger.remove(sink)
+
+
+def stored(session: str, data: Path | None = None) -> list[tuple[str, str]]:
+    """(role, content) of a session's messages in the conversation store, oldest first."""
+    data = data or Path(os.environ["NABU_DATA_DIR"])
+    db = sqlite3.connect(data / DB_NAME)
+    try:
+        return db.execute(
+            "SELECT role, content FROM messages WHERE session_id = ? ORDER BY id", (session,)
+        ).fetchall()
+    finally:
+        db.close()
+
+
+async def wait_sessions(srv, n: int, within_s: float = 20) -> float:
+    """Wait until the server reports `n` live sessions; the seconds it took."""
+    start = time.monotonic()
+    while (now := (await asyncio.to_thread(srv.health))["sessions"]) != n:
+        assert time.monotonic() - start < within_s, f"{now} sessions, expected {n}"
+        await asyncio.sleep(0.1)
+    return time.monotonic() - start
+
+
+def nabu(*args: str | Path, timeout: float = 240, **kwargs) -> subprocess.CompletedProcess:
+    """Run the real `nabu` command (this checkout's) with these arguments; output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "nabu_pipeline.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
