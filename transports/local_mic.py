@@ -26,7 +26,7 @@ Kind = Literal["input", "output"]
 
 NO_DEVICES = (
     "This machine has no {what} that Nabu can use, so `nabu mic` cannot run here: talk to "
-    "Nabu from a browser with `nabu serve` (then open http://127.0.0.1:7860/ and press "
+    "Nabu from a browser with `nabu serve` (then open http://127.0.0.1:7860/desk and press "
     '"Start talking"), or play it a recording with `nabu talk --input IN.wav --output OUT.wav`.'
 )
 NO_PYAUDIO = (
