@@ -138,10 +138,31 @@ def _parser() -> argparse.ArgumentParser:
     mic = sub.add_parser(
         "mic",
         help="talk to Nabu through this machine's microphone and speaker",
-        description="Talk to Nabu through this machine's default microphone and speaker "
-        "(desk testing; needs PyAudio). Ctrl-C stops.",
+        description="Talk to Nabu through this machine's microphone and speaker (desk "
+        "testing; needs PyAudio). Prints each turn like `nabu talk`; Ctrl-C stops, and the "
+        "conversation is kept.",
     )
     mic.add_argument("--config", type=Path, default=None, metavar="FILE", help=CONFIG_HELP)
+    mic.add_argument(
+        "--list-devices", action="store_true", help="list the microphones and speakers and exit"
+    )
+    mic.add_argument(
+        "--input-device",
+        default=None,
+        metavar="NUMBER|NAME",
+        help="microphone: a number or (part of) a name from --list-devices "
+        "(overrides mic.input_device; default: the system's)",
+    )
+    mic.add_argument(
+        "--output-device",
+        default=None,
+        metavar="NUMBER|NAME",
+        help="speaker: a number or (part of) a name from --list-devices "
+        "(overrides mic.output_device; default: the system's)",
+    )
+    mic.add_argument(
+        "--session", default=None, metavar="ID", help="carry on an earlier conversation"
+    )
 
     bench = sub.add_parser(
         "bench",
@@ -260,6 +281,28 @@ def _devices(args) -> int:
     return 0
 
 
+def _mic(args) -> int:
+    from nabu_pipeline.config import load_config
+    from nabu_pipeline.mic import list_devices
+    from nabu_pipeline.mic import main as mic_main
+
+    if args.list_devices:
+        print(list_devices())
+        return 0
+    config = load_config(args.config)
+    chosen = {
+        key: value
+        for key, value in (
+            ("input_device", args.input_device),
+            ("output_device", args.output_device),
+        )
+        if value is not None
+    }
+    if chosen:
+        config = config.model_copy(update={"mic": config.mic.model_copy(update=chosen)})
+    return mic_main(config, session_id=args.session)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from nabu_pipeline.config import load_dotenv_file
@@ -284,14 +327,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "devices":
             return _devices(args)
         if args.command == "mic":
-            from nabu_pipeline.config import load_config
-
-            config = load_config(args.config)
             from transports.local_mic import MicUnavailable
-            from transports.local_mic import main as mic_main
 
             user_errors = (*user_errors, MicUnavailable)
-            return mic_main(config)
+            return _mic(args)
     except user_errors as e:
         print(f"nabu: {e}", file=sys.stderr)
         return 2

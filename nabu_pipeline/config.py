@@ -470,6 +470,15 @@ class MemoryConfig(_Frozen):
     only after his yes). Turn off for a local model that cannot call tools."""
 
 
+class MicConfig(_Frozen):
+    """`nabu mic`: which of this machine's sound devices Nabu listens and speaks on."""
+
+    input_device: int | str = ""
+    """Microphone: a number or (part of) a name from `nabu mic --list-devices`; "" = default."""
+    output_device: int | str = ""
+    """Speaker: a number or (part of) a name from `nabu mic --list-devices`; "" = default."""
+
+
 class NabuConfig(_Frozen):
     """The whole configuration."""
 
@@ -484,6 +493,7 @@ class NabuConfig(_Frozen):
     budgets: BudgetConfig = BudgetConfig()
     server: ServerConfig = ServerConfig()
     memory: MemoryConfig = MemoryConfig()
+    mic: MicConfig = MicConfig()
     source: Annotated[str, Field(exclude=True)] = ""
     """Where this config came from (for messages)."""
 

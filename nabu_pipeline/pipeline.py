@@ -271,10 +271,14 @@ def build_session(
     context: LLMContext | None = None,
     observers: list[BaseObserver] | None = None,
     worker_kwargs: dict | None = None,
+    echo_reference: EchoReference | None = None,
     memory: MemoryStore | None = None,
 ) -> Session:
     """The whole pipeline for one conversation on `transport`.
 
+    `echo_reference`: given when the transport itself feeds it and stamps its microphone
+    frames (a local sound card's threads know best when a chunk is heard or recorded:
+    `nabu mic`); otherwise the output's sends and the input's arrivals are used.
     `memory` defaults to the store in the data directory (`server.data_path`), shared by
     every session of this process and by other Nabu processes on the machine.
     """
@@ -310,9 +314,9 @@ def build_session(
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
         context, user_params=user_turn_params(config)
     )
-    echo = EchoReference(config.audio.in_sample_rate_hz)
+    echo = echo_reference or EchoReference(config.audio.in_sample_rate_hz)
     aec_on = config.audio.echo_cancellation
-    if aec_on:
+    if aec_on and echo_reference is None:
         reference_what_is_played(transport.output(), echo)
         stamp_capture_times(transport.input(), config.audio.in_sample_rate_hz)
     processors = {

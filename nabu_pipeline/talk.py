@@ -140,14 +140,21 @@ async def feed_until_reply_done(
     logger.warning(f"No end of reply after {MAX_TRAILING_SILENCE_S:.0f}s of silence; moving on")
 
 
+def format_turn(number: int, turn: dict) -> str:
+    """What was heard, what Nabu said and the latencies of one turn (`nabu talk` and `mic`)."""
+    stages = [f"{k[:-2]}={turn[k]:.2f}s" for k in STAGES if turn.get(k) is not None]
+    return "\n".join(
+        [
+            f"Turn {number}",
+            f"  You said:  {turn['transcript'] or '(nothing heard)'}",
+            f"  Nabu said: {turn['reply'].strip() or '(nothing)'}",
+            f"  Latency:   {' '.join(stages) if stages else '(no reply)'}",
+        ]
+    )
+
+
 def format_result(result: TalkResult) -> str:
-    lines = []
-    for i, turn in enumerate(result.turns, 1):
-        lines.append(f"Turn {i}")
-        lines.append(f"  You said:  {turn['transcript'] or '(nothing heard)'}")
-        lines.append(f"  Nabu said: {turn['reply'].strip() or '(nothing)'}")
-        stages = [f"{k[:-2]}={turn[k]:.2f}s" for k in STAGES if turn.get(k) is not None]
-        lines.append(f"  Latency:   {' '.join(stages) if stages else '(no reply)'}")
+    lines = [format_turn(i, turn) for i, turn in enumerate(result.turns, 1)]
     if result.write_error:
         lines.append(result.write_error)
     else:
