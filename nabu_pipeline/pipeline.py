@@ -1,6 +1,7 @@
 """Assembling Nabu's pipeline from its config (DESIGN.md, "The pipeline").
 
-    transport.input() -> echo canceller -> STT -> transcript guard -> stop phrases -> repeats
+    transport.input() -> echo canceller -> STT -> help calls -> transcript guard -> stop phrases
+    -> repeats
     -> user aggregator (Silero VAD + turn end) -> history window -> LLM
     -> TTS (speech text shaping as text_transforms) -> speech release gate -> transport.output()
     -> echo reference tap -> assistant aggregator
@@ -43,13 +44,15 @@ from pipecat.turns.user_stop import (
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from nabu_pipeline import engines
+from nabu_pipeline.alerts import AlertService
 from nabu_pipeline.config import NabuConfig
 from nabu_pipeline.latency import LatencyObserver
 from nabu_pipeline.prompts import system_prompt
 from processors.echo_canceller import EchoCanceller, EchoReference, EchoReferenceTap
+from processors.help_calls import HelpCallHandler, help_templates
 from processors.history_window import HistoryWindow
 from processors.openai_llm import NabuOpenAILLMService
-from processors.phrases import LOCAL_QUESTIONS, Command, PhraseMatcher
+from processors.phrases import LOCAL_QUESTIONS, REMINDER_COMMANDS, Command, PhraseMatcher
 from processors.repeat_requests import RepeatRequestHandler
 from processors.speech_release_gate import SpeechReleaseGate
 from processors.speech_text import shape_for_speech
@@ -168,6 +171,8 @@ def build_matcher(config: NabuConfig) -> PhraseMatcher:
             Command.YES: guard.yes_phrases,
             Command.NO: guard.no_phrases,
             **LOCAL_QUESTIONS,
+            Command.HELP: help_templates(config.safety),
+            **REMINDER_COMMANDS,
         }
     )
 
@@ -225,6 +230,8 @@ class Session:
     latency: LatencyObserver
     llm: LLMService
     parts: dict[str, object] = field(default_factory=dict)
+    alerts: AlertService | None = None
+    """The alert service this session raises alerts on (the caller's, or its own)."""
 
 
 def build_session(
@@ -234,8 +241,16 @@ def build_session(
     context: LLMContext | None = None,
     observers: list[BaseObserver] | None = None,
     worker_kwargs: dict | None = None,
+    alerts: AlertService | None = None,
+    session_id: str = "",
 ) -> Session:
-    """The whole pipeline for one conversation on `transport`."""
+    """The whole pipeline for one conversation on `transport`.
+
+    `alerts` is the process's alert service (`nabu serve` shares one across sessions so a
+    vanished phone never cancels a delivery); without one the session gets its own, which
+    its caller closes.
+    """
+    alerts = alerts if alerts is not None else AlertService(config.safety)
     context = context or LLMContext()
     # Shared by STT, release gate and history window: one sentence across Warren's pauses.
     utterance = UtteranceState() if config.turn.pause_tolerance_s > 0 else None
@@ -257,6 +272,15 @@ def build_session(
             else {}
         ),
         "stt": stt,
+        "help": HelpCallHandler(
+            matcher,
+            alerts,
+            config.safety,
+            config.guard,
+            config.locale,
+            session_id=session_id,
+            vocabulary=config.stt.vocabulary,
+        ),
         "guard": TranscriptGuard(config.guard, matcher, vocabulary=config.stt.vocabulary),
         "stop_phrases": StopPhraseFilter(matcher, conv.stop_acknowledgement),
         "repeat": RepeatRequestHandler(
@@ -288,4 +312,6 @@ def build_session(
         **(worker_kwargs or {}),
     )
     logger.debug(f"Pipeline: {' -> '.join(processors)}")
-    return Session(worker=worker, context=context, latency=latency, llm=llm, parts=processors)
+    return Session(
+        worker=worker, context=context, latency=latency, llm=llm, parts=processors, alerts=alerts
+    )

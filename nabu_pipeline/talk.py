@@ -40,6 +40,8 @@ class TalkResult:
     """Length of each stretch of Nabu's speech, in order."""
     history: list[dict] = field(default_factory=list)
     """The conversation context at the end (what the LLM would see next)."""
+    alerts: list = field(default_factory=list)
+    """Alerts raised in the conversation (`nabu_pipeline.alerts.Alert`), delivered or not."""
 
 
 def _busy(state: ActivityState) -> bool:
@@ -108,6 +110,12 @@ async def talk(
             logger.warning("Pipeline did not stop in time; cancelling it")
             await runner.cancel()
             await asyncio.gather(run_task, return_exceptions=True)
+        # A call for help still being delivered is finished before the command exits.
+        if session.alerts is not None:
+            if not await session.alerts.wait_settled(config.safety.delivery_deadline_s):
+                logger.error("An alert was still undelivered when nabu talk ended")
+            await session.alerts.close()
+            result.alerts = list(session.alerts.sent)
     audio = bytes(transport.output().audio)
     write_pcm16(output, audio, out_rate)
     result.output_s = len(audio) / 2 / out_rate

@@ -1,0 +1,225 @@
+"""Calls for help: "help", "I've fallen", "I can't get up" reach Warren's family at once.
+
+This stage sits right after STT, before the transcript guard's doubt check and
+long before the LLM: a help phrase (a fixed template in the one phrase matcher)
+interrupts whatever Nabu is saying, answers at once ("I'm letting Mary, your
+daughter, know right now. Stay where you are.") and hands the alert to the
+process-wide alert service, which delivers it even if this session ends.
+
+A half-heard transcript with a word of help in it is not guessed at and not
+ignored: Nabu asks "Do you need help?"; "yes", or no answer within
+`safety.confirm_timeout_s`, alerts; "no" stands down. If no channel has
+acknowledged within `safety.delivery_deadline_s`, Nabu tells Warren so plainly.
+Nabu never claims to have called emergency services: it cannot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import datetime
+
+from loguru import logger
+from pipecat.frames.frames import Frame, TranscriptionFrame, TTSSpeakFrame
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from nabu_pipeline.alerts import Alert, AlertService
+from nabu_pipeline.config import GuardConfig, LocaleConfig, SafetyConfig
+from processors.consumed_transcript import consumed
+from processors.phrases import Command, PhraseMatcher
+from processors.text_normalise import normalise
+from processors.transcript_guard import judge, strip_phantom_sentences
+
+DO_YOU_NEED_HELP = "Do you need help?"
+STAND_DOWN = "All right. I'm here if you need me."
+
+
+def help_templates(safety: SafetyConfig) -> tuple[str, ...]:
+    """The help phrases of this config, with "call <her name>" and "call my <relation>"."""
+    extra = []
+    name = safety.contact_name.strip().lower()
+    if name and name != "your family" and re.fullmatch(r"[\w' -]+", name):
+        extra += [f"call {name}", f"(get|tell) {name}"]
+    relation = safety.contact_relation.strip().lower()
+    if relation and re.fullmatch(r"[\w' -]+", relation):
+        extra += [f"call my {relation}", f"(get|tell) my {relation}"]
+    return (*safety.help_phrases, *extra)
+
+
+def mentions_help(text: str, safety: SafetyConfig) -> bool:
+    """A word of help in `text` ("help", "fallen", "emergency", "get up")."""
+    padded = f" {normalise(text)} "
+    return any(f" {normalise(w)} " in padded for w in safety.help_words)
+
+
+class HelpCallHandler(FrameProcessor):
+    """Recognises calls for help before anything else and raises the alert."""
+
+    def __init__(
+        self,
+        matcher: PhraseMatcher,
+        alerts: AlertService,
+        safety: SafetyConfig,
+        guard: GuardConfig,
+        locale: LocaleConfig,
+        *,
+        session_id: str = "",
+        vocabulary: tuple[str, ...] = (),
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self._matcher = matcher
+        self._alerts = alerts
+        self._safety = safety
+        self._guard = guard
+        self._locale = locale
+        self._session_id = session_id
+        self._vocabulary = vocabulary
+        self._asked: str | None = None
+        """The doubtful words that made Nabu ask "Do you need help?", while it waits."""
+        self._answer_timer: asyncio.Task | None = None
+        self._watchers: set[asyncio.Task] = set()
+
+    async def cleanup(self):
+        await super().cleanup()
+        for task in [self._answer_timer, *self._watchers]:
+            if task is not None:
+                await self.cancel_task(task)
+
+    # --- what Warren hears ----------------------------------------------------------------------
+
+    @property
+    def answer(self) -> str:
+        if not self._alerts.configured:
+            return (
+                "I can't reach anyone for you: no one has been set up for me to alert. "
+                "If you can, use your phone to call someone."
+            )
+        who = self._safety.contact
+        who += "," if "," in who else ""  # "Mary, your daughter, know"
+        return f"I'm letting {who} know right now. Stay where you are."
+
+    @property
+    def unanswered(self) -> str:
+        if not self._alerts.configured:
+            return "I didn't hear you, and I have no way to reach anyone. If you can, call someone."
+        return f"I didn't hear you, so I'm letting {self._safety.contact_short} know."
+
+    @property
+    def not_delivered(self) -> str:
+        return (
+            f"I haven't been able to reach {self._safety.contact_short} yet. I'm still trying. "
+            "If you can, call someone on your phone."
+        )
+
+    # --- frames ---------------------------------------------------------------------------------
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, TranscriptionFrame) and frame.text.strip():
+            if await self._handle(frame, direction):
+                return
+        await self.push_frame(frame, direction)
+
+    async def _handle(self, frame: TranscriptionFrame, direction: FrameDirection) -> bool:
+        text = frame.text
+        if self._asked is not None:
+            asked = self._asked
+            match = self._matcher.match(text, only=(Command.YES, Command.NO, Command.HELP))
+            if match is not None and match.command == Command.NO:
+                self._stop_waiting()
+                logger.info(f"{self}: 'Do you need help?' answered no: standing down")
+                await self.push_frame(consumed(frame), direction)
+                await self.push_frame(TTSSpeakFrame(STAND_DOWN, append_to_context=False))
+                return True
+            if match is not None:
+                self._stop_waiting()
+                await self._call_for_help(frame, direction, f"{asked} / {text}", self.answer)
+                return True
+            if mentions_help(text, self._safety):
+                self._stop_waiting()
+                await self._call_for_help(frame, direction, f"{asked} / {text}", self.answer)
+                return True
+            # Something else entirely: he is talking, so he can answer; the question lapses.
+            self._stop_waiting()
+        if self._matcher.match(text, only=(Command.HELP,)) is not None:
+            await self._call_for_help(frame, direction, text, self.answer)
+            return True
+        if mentions_help(text, self._safety):
+            cleaned = strip_phantom_sentences(text, self._guard)
+            verdict = judge(cleaned, frame.result, self._guard, self._vocabulary, self._matcher)
+            if verdict.action == "doubtful":
+                logger.info(f"{self}: doubtful [{text}] ({verdict.reason}) mentions help: asking")
+                await self.broadcast_interruption()
+                await self.push_frame(consumed(frame), direction)
+                await self.push_frame(TTSSpeakFrame(DO_YOU_NEED_HELP, append_to_context=False))
+                self._asked = text.strip()
+                self._answer_timer = self.create_task(self._await_answer(), "help-answer")
+                return True
+        return False
+
+    def _stop_waiting(self) -> None:
+        self._asked = None
+        timer, self._answer_timer = self._answer_timer, None
+        if timer is not None and timer is not asyncio.current_task():
+            timer.cancel()
+
+    async def _await_answer(self) -> None:
+        await asyncio.sleep(self._safety.confirm_timeout_s)
+        asked, self._asked = self._asked, None
+        self._answer_timer = None
+        if asked is None:
+            return
+        logger.warning(f"{self}: no answer to 'Do you need help?' after [{asked}]: alerting")
+        alert = self._raise(asked, kind="help-unanswered")
+        await self.push_frame(TTSSpeakFrame(self.unanswered, append_to_context=False))
+        self._watch(alert)
+
+    async def _call_for_help(
+        self, frame: TranscriptionFrame, direction: FrameDirection, said: str, spoken: str
+    ) -> None:
+        # The alert goes out first: nothing below may delay it.
+        alert = self._raise(said.strip(), kind="help")
+        logger.warning(f"{self}: call for help [{said}]: alert {alert.id} raised")
+        await self.broadcast_interruption()
+        await self.push_frame(consumed(frame), direction)
+        await self.push_frame(TTSSpeakFrame(spoken, append_to_context=False))
+        self._watch(alert)
+
+    def _raise(self, said: str, *, kind: str) -> Alert:
+        now = datetime.now(self._locale.tzinfo).strftime("%H:%M")
+        who = self._locale.user_name
+        if kind == "help":
+            message = f'{who} called for help at {now}. He said: "{said}".'
+        else:
+            message = (
+                f'{who} may need help: at {now} he said "{said}", and did not answer when '
+                "Nabu asked if he needed help."
+            )
+        return self._alerts.raise_alert(kind, message, said=said, session=self._session_id)
+
+    def _watch(self, alert: Alert) -> None:
+        if not self._alerts.configured:
+            return
+        task = self.create_task(self._tell_if_undelivered(alert), f"help-watch-{alert.id}")
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
+
+    async def _tell_if_undelivered(self, alert: Alert) -> None:
+        try:
+            await asyncio.wait_for(alert.delivered.wait(), self._safety.delivery_deadline_s)
+            return
+        except TimeoutError:
+            pass
+        logger.error(
+            f"{self}: alert {alert.id} not acknowledged by any channel after "
+            f"{self._safety.delivery_deadline_s:.0f}s ({alert.channels}); telling Warren"
+        )
+        await self.push_frame(TTSSpeakFrame(self.not_delivered, append_to_context=False))
+        await alert.delivered.wait()
+        await self.push_frame(
+            TTSSpeakFrame(
+                f"I've reached {self._safety.contact_short} now. Stay where you are.",
+                append_to_context=False,
+            )
+        )

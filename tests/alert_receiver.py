@@ -1,0 +1,73 @@
+"""A real HTTP receiver for alerts (webhooks, and Home Assistant's notify REST call), for tests.
+
+It runs an aiohttp server on the test's own event loop, records every request with
+the wall-clock time it arrived, and can refuse the first N with HTTP 500 to test
+re-delivery.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+
+@dataclass
+class Received:
+    path: str
+    body: dict
+    headers: dict
+    at: float
+    status: int
+
+
+@dataclass
+class AlertReceiver:
+    fail_first: int = 0
+    """Answer this many requests with HTTP 500 before acknowledging (200)."""
+    received: list[Received] = field(default_factory=list)
+    port: int = 0
+    _runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/alert"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def acknowledged(self) -> list[Received]:
+        return [r for r in self.received if r.status == 200]
+
+    async def _any(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = {"_raw": raw.decode(errors="replace")}
+        status = 500 if len(self.received) < self.fail_first else 200
+        self.received.append(
+            Received(request.path, body, dict(request.headers), time.time(), status)
+        )
+        return web.json_response({"ok": status == 200}, status=status)
+
+    async def __aenter__(self) -> AlertReceiver:
+        app = web.Application()
+        app.router.add_route("POST", "/{tail:.*}", self._any)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        await site.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
