@@ -18,7 +18,10 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import datetime
+from difflib import SequenceMatcher
 
+from hassil.parse_expression import parse_sentence
+from hassil.sample import sample_expression
 from loguru import logger
 from pipecat.frames.frames import Frame, TranscriptionFrame, TTSSpeakFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
@@ -31,6 +34,11 @@ from processors.text_normalise import normalise
 from processors.transcript_guard import judge, strip_phantom_sentences
 
 DO_YOU_NEED_HELP = "Do you need help?"
+# A transcript this close (difflib ratio) to a help sentence, or this short with a help word
+# in it, is asked about rather than passed on: on a slowed, noisy "I can't get up" Whisper
+# heard "I can't get out", and "I fell" became "I fall in".
+NEAR_HELP_RATIO = 0.8
+SHORT_WORDS = 4
 STAND_DOWN = "All right. I'm here if you need me."
 
 
@@ -50,6 +58,29 @@ def mentions_help(text: str, safety: SafetyConfig) -> bool:
     """A word of help in `text` ("help", "fallen", "emergency", "get up")."""
     padded = f" {normalise(text)} "
     return any(f" {normalise(w)} " in padded for w in safety.help_words)
+
+
+def help_sentences(templates: tuple[str, ...]) -> frozenset[str]:
+    """Every sentence the help templates can say, normalised (for near-miss comparison)."""
+    sentences = set()
+    for template in templates:
+        expression = parse_sentence(template).expression
+        for sample in sample_expression(expression):
+            words = normalise(sample).split()
+            if words:
+                sentences.add(" ".join(words))
+    return frozenset(sentences)
+
+
+def sounds_like_help(text: str, sentences: frozenset[str], safety: SafetyConfig) -> bool:
+    """Nearly a help phrase ("I can't get out"), or a short sentence with a help word in it."""
+    words = normalise(text).split()
+    if not words or len(words) > 8:
+        return False
+    if len(words) <= SHORT_WORDS and mentions_help(text, safety):
+        return True
+    said = " ".join(words)
+    return any(SequenceMatcher(None, said, s).ratio() >= NEAR_HELP_RATIO for s in sentences)
 
 
 class HelpCallHandler(FrameProcessor):
@@ -79,6 +110,7 @@ class HelpCallHandler(FrameProcessor):
         """The doubtful words that made Nabu ask "Do you need help?", while it waits."""
         self._answer_timer: asyncio.Task | None = None
         self._watchers: set[asyncio.Task] = set()
+        self._sentences = help_sentences(help_templates(safety))
 
     async def cleanup(self):
         await super().cleanup()
@@ -145,18 +177,20 @@ class HelpCallHandler(FrameProcessor):
         if self._matcher.match(text, only=(Command.HELP,)) is not None:
             await self._call_for_help(frame, direction, text, self.answer)
             return True
-        if mentions_help(text, self._safety):
-            cleaned = strip_phantom_sentences(text, self._guard)
-            verdict = judge(cleaned, frame.result, self._guard, self._vocabulary, self._matcher)
-            if verdict.action == "doubtful":
-                logger.info(f"{self}: doubtful [{text}] ({verdict.reason}) mentions help: asking")
-                await self.broadcast_interruption()
-                await self.push_frame(consumed(frame), direction)
-                await self.push_frame(TTSSpeakFrame(DO_YOU_NEED_HELP, append_to_context=False))
-                self._asked = text.strip()
-                self._answer_timer = self.create_task(self._await_answer(), "help-answer")
-                return True
-        return False
+        cleaned = strip_phantom_sentences(text, self._guard)
+        verdict = judge(cleaned, frame.result, self._guard, self._vocabulary, self._matcher)
+        doubtful = verdict.action == "doubtful" and mentions_help(cleaned, self._safety)
+        near = verdict.action != "drop" and sounds_like_help(cleaned, self._sentences, self._safety)
+        if not (doubtful or near):
+            return False
+        why = verdict.reason if doubtful else "close to a call for help"
+        logger.info(f"{self}: [{text}] ({why}): asking if he needs help")
+        await self.broadcast_interruption()
+        await self.push_frame(consumed(frame), direction)
+        await self.push_frame(TTSSpeakFrame(DO_YOU_NEED_HELP, append_to_context=False))
+        self._asked = text.strip()
+        self._answer_timer = self.create_task(self._await_answer(), "help-answer")
+        return True
 
     def _stop_waiting(self) -> None:
         self._asked = None

@@ -244,3 +244,24 @@ def test_webhook_url_from_environment(monkeypatch):
 
     names = [c.name for c in channels_for(SafetyConfig(alert_webhooks=("http://a:1/x",)))]
     assert names == ["webhook a:1", "webhook 127.0.0.1:9"]
+
+
+@pytest.mark.parametrize(
+    ("text", "asks"),
+    [
+        ("I can't get out.", True),  # Whisper's "I can't get up" on a slowed, noisy copy
+        ("I fall in", True),  # ... and its "I fell"
+        ("Oh my daughter.", True),  # ... and its "Call my daughter"
+        ("What's the weather?", False),
+        ("Help me with the TV.", False),
+    ],
+)
+async def test_near_miss_of_a_help_phrase_is_asked_about(text, asks):
+    alerts = AlertService(SAFETY, [])
+    down, _ = await run_test(
+        _handler(alerts),
+        frames_to_send=[TranscriptionFrame(text, "", "")],
+        expected_down_frames=None,
+    )
+    spoken = [f.text for f in down if isinstance(f, TTSSpeakFrame)]
+    assert spoken == ([DO_YOU_NEED_HELP] if asks else []), text
