@@ -1,7 +1,7 @@
 """Assembling Nabu's pipeline from its config (DESIGN.md, "The pipeline").
 
     transport.input() -> echo canceller -> STT -> help calls -> transcript guard -> stop phrases
-    -> repeats
+    -> repeats -> reminders
     -> user aggregator (Silero VAD + turn end) -> history window -> LLM
     -> TTS (speech text shaping as text_transforms) -> speech release gate -> transport.output()
     -> echo reference tap -> assistant aggregator
@@ -48,11 +48,13 @@ from nabu_pipeline.alerts import AlertService
 from nabu_pipeline.config import NabuConfig
 from nabu_pipeline.latency import LatencyObserver
 from nabu_pipeline.prompts import system_prompt
+from nabu_pipeline.reminders import ReminderService
 from processors.echo_canceller import EchoCanceller, EchoReference, EchoReferenceTap
 from processors.help_calls import HelpCallHandler, help_templates
 from processors.history_window import HistoryWindow
 from processors.openai_llm import NabuOpenAILLMService
 from processors.phrases import LOCAL_QUESTIONS, REMINDER_COMMANDS, Command, PhraseMatcher
+from processors.reminder_commands import ReminderCommands
 from processors.repeat_requests import RepeatRequestHandler
 from processors.speech_release_gate import SpeechReleaseGate
 from processors.speech_text import shape_for_speech
@@ -232,6 +234,8 @@ class Session:
     parts: dict[str, object] = field(default_factory=dict)
     alerts: AlertService | None = None
     """The alert service this session raises alerts on (the caller's, or its own)."""
+    reminders: ReminderService | None = None
+    """The reminder store this session sets and lists reminders in."""
 
 
 def build_session(
@@ -242,6 +246,7 @@ def build_session(
     observers: list[BaseObserver] | None = None,
     worker_kwargs: dict | None = None,
     alerts: AlertService | None = None,
+    reminders: ReminderService | None = None,
     session_id: str = "",
 ) -> Session:
     """The whole pipeline for one conversation on `transport`.
@@ -251,6 +256,8 @@ def build_session(
     its caller closes.
     """
     alerts = alerts if alerts is not None else AlertService(config.safety)
+    if reminders is None:
+        reminders = ReminderService(config.server.data_path, config.safety, config.locale, alerts)
     context = context or LLMContext()
     # Shared by STT, release gate and history window: one sentence across Warren's pauses.
     utterance = UtteranceState() if config.turn.pause_tolerance_s > 0 else None
@@ -291,6 +298,7 @@ def build_session(
             length_scale_max=config.tts.length_scale_max,
             nothing_to_repeat=conv.nothing_to_repeat,
         ),
+        "reminders": ReminderCommands(matcher, reminders),
         "user": user_aggregator,
         "history": HistoryWindow(conv.history_turns, utterance),
         "llm": llm,
@@ -313,5 +321,11 @@ def build_session(
     )
     logger.debug(f"Pipeline: {' -> '.join(processors)}")
     return Session(
-        worker=worker, context=context, latency=latency, llm=llm, parts=processors, alerts=alerts
+        worker=worker,
+        context=context,
+        latency=latency,
+        llm=llm,
+        parts=processors,
+        alerts=alerts,
+        reminders=reminders,
     )

@@ -116,6 +116,8 @@ async def talk(
                 logger.error("An alert was still undelivered when nabu talk ended")
             await session.alerts.close()
             result.alerts = list(session.alerts.sent)
+        if session.reminders is not None:
+            await session.reminders.close()
     audio = bytes(transport.output().audio)
     write_pcm16(output, audio, out_rate)
     result.output_s = len(audio) / 2 / out_rate
