@@ -28,6 +28,7 @@ from loguru import logger
 
 from nabu_pipeline.alerts import AlertService
 from nabu_pipeline.config import LocaleConfig, SafetyConfig
+from processors.firm_speech import firm_speech
 from processors.reminder_time import (
     ReminderPlan,
     next_due,
@@ -102,9 +103,7 @@ class WorkerSpeaker:
         self.rtvi = rtvi
 
     async def say(self, text: str, data: dict) -> None:
-        from pipecat.frames.frames import TTSSpeakFrame
-
-        await self.worker.queue_frames([TTSSpeakFrame(text, append_to_context=True)])
+        await self.worker.queue_frames([firm_speech(text, append_to_context=True)])
         if self.rtvi:
             await self.worker.rtvi.send_server_message(data)
 

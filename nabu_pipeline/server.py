@@ -55,10 +55,12 @@ from pipecat.workers.runner import WorkerRunner
 from starlette.websockets import WebSocketState
 
 from nabu_pipeline import engines
+from nabu_pipeline.alerts import AlertService
 from nabu_pipeline.config import ConfigError, NabuConfig
 from nabu_pipeline.conversation_store import ConversationStore, record_turns
 from nabu_pipeline.logs import route_stdlib_logging
 from nabu_pipeline.pipeline import build_session, describe_llm
+from nabu_pipeline.reminders import ReminderService, WorkerSpeaker
 from transports.phone_serializer import PhoneFrameSerializer
 
 WEB_DIR = Path(__file__).with_name("web")
@@ -188,6 +190,11 @@ class NabuServer:
         self.store = ConversationStore(
             self.settings.data_path, retention_days=self.settings.history_retention_days
         )
+        # Process-wide, so a phone that vanishes never cancels an alert or a reminder.
+        self.alerts = AlertService(config.safety)
+        self.reminders = ReminderService(
+            self.settings.data_path, config.safety, config.locale, self.alerts
+        )
         self.sessions: dict[str, LiveSession] = {}
         self._admission = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
@@ -253,6 +260,8 @@ class NabuServer:
                     f"{str(e)[:160]}); sessions will use the configured fallback"
                 )
         await self.store.open()
+        await self.reminders.start()
+        logger.info(self.alerts.describe())
         pruner = asyncio.create_task(self._prune_forever(), name="nabu-store-prune")
         logger.info(
             f"Nabu server ready in {time.perf_counter() - start:.1f}s "
@@ -269,6 +278,10 @@ class NabuServer:
                 await asyncio.wait_for(self._all_done(), 10)
             await asyncio.gather(pruner, return_exceptions=True)
             await self.store.close()
+            await self.reminders.close()
+            if not await self.alerts.wait_settled(5):
+                logger.error("Stopping with an alert still undelivered")
+            await self.alerts.close()
             logger.info("Nabu server stopped")
 
     async def _all_done(self) -> None:
@@ -420,8 +433,12 @@ class NabuServer:
                 "idle_timeout_secs": self.settings.session_idle_timeout_s,
                 "conversation_id": live.id,
             },
+            alerts=self.alerts,
+            reminders=self.reminders,
+            session_id=live.id,
         )
         live.worker = session.worker
+        speaker = WorkerSpeaker(session.worker)
         record_turns(self.store, live.id, session.parts["user"], session.parts["assistant"])
 
         @session.parts["assistant"].event_handler("on_assistant_turn_stopped")
@@ -456,6 +473,8 @@ class NabuServer:
                     "messages": len(messages),
                 }
             )
+            # From now on this phone says reminders; first, what he missed while away.
+            await self.reminders.greet(speaker)
 
         logger.info(
             f"Session {live.short} started for {live.peer} "
@@ -466,7 +485,10 @@ class NabuServer:
             return
         runner = WorkerRunner(handle_sigint=False)
         await runner.add_workers(session.worker)
-        await runner.run()
+        try:
+            await runner.run()
+        finally:
+            self.reminders.detach(speaker)
         if serializer.rates_seen - {config.audio.in_sample_rate_hz}:
             rates = ", ".join(str(r) for r in sorted(serializer.rates_seen))
             logger.info(f"Session {live.short}: resampled client audio from {rates} Hz")

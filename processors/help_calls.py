@@ -23,12 +23,13 @@ from difflib import SequenceMatcher
 from hassil.parse_expression import parse_sentence
 from hassil.sample import sample_expression
 from loguru import logger
-from pipecat.frames.frames import Frame, TranscriptionFrame, TTSSpeakFrame
+from pipecat.frames.frames import Frame, TranscriptionFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from nabu_pipeline.alerts import Alert, AlertService
 from nabu_pipeline.config import GuardConfig, LocaleConfig, SafetyConfig
 from processors.consumed_transcript import consumed
+from processors.firm_speech import firm_speech
 from processors.phrases import Command, PhraseMatcher
 from processors.text_normalise import normalise
 from processors.transcript_guard import judge, strip_phantom_sentences
@@ -162,7 +163,7 @@ class HelpCallHandler(FrameProcessor):
                 self._stop_waiting()
                 logger.info(f"{self}: 'Do you need help?' answered no: standing down")
                 await self.push_frame(consumed(frame), direction)
-                await self.push_frame(TTSSpeakFrame(STAND_DOWN, append_to_context=False))
+                await self.push_frame(firm_speech(STAND_DOWN))
                 return True
             if match is not None:
                 self._stop_waiting()
@@ -187,7 +188,7 @@ class HelpCallHandler(FrameProcessor):
         logger.info(f"{self}: [{text}] ({why}): asking if he needs help")
         await self.broadcast_interruption()
         await self.push_frame(consumed(frame), direction)
-        await self.push_frame(TTSSpeakFrame(DO_YOU_NEED_HELP, append_to_context=False))
+        await self.push_frame(firm_speech(DO_YOU_NEED_HELP))
         self._asked = text.strip()
         self._answer_timer = self.create_task(self._await_answer(), "help-answer")
         return True
@@ -206,7 +207,7 @@ class HelpCallHandler(FrameProcessor):
             return
         logger.warning(f"{self}: no answer to 'Do you need help?' after [{asked}]: alerting")
         alert = self._raise(asked, kind="help-unanswered")
-        await self.push_frame(TTSSpeakFrame(self.unanswered, append_to_context=False))
+        await self.push_frame(firm_speech(self.unanswered))
         self._watch(alert)
 
     async def _call_for_help(
@@ -217,7 +218,7 @@ class HelpCallHandler(FrameProcessor):
         logger.warning(f"{self}: call for help [{said}]: alert {alert.id} raised")
         await self.broadcast_interruption()
         await self.push_frame(consumed(frame), direction)
-        await self.push_frame(TTSSpeakFrame(spoken, append_to_context=False))
+        await self.push_frame(firm_speech(spoken))
         self._watch(alert)
 
     def _raise(self, said: str, *, kind: str) -> Alert:
@@ -249,11 +250,7 @@ class HelpCallHandler(FrameProcessor):
             f"{self}: alert {alert.id} not acknowledged by any channel after "
             f"{self._safety.delivery_deadline_s:.0f}s ({alert.channels}); telling Warren"
         )
-        await self.push_frame(TTSSpeakFrame(self.not_delivered, append_to_context=False))
+        await self.push_frame(firm_speech(self.not_delivered))
         await alert.delivered.wait()
-        await self.push_frame(
-            TTSSpeakFrame(
-                f"I've reached {self._safety.contact_short} now. Stay where you are.",
-                append_to_context=False,
-            )
-        )
+        reached = f"I've reached {self._safety.contact_short} now. Stay where you are."
+        await self.push_frame(firm_speech(reached))

@@ -14,11 +14,12 @@ import re
 from datetime import datetime
 
 from loguru import logger
-from pipecat.frames.frames import Frame, TranscriptionFrame, TTSSpeakFrame
+from pipecat.frames.frames import Frame, TranscriptionFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from nabu_pipeline.reminders import Reminder, ReminderService
 from processors.consumed_transcript import consumed
+from processors.firm_speech import firm_speech
 from processors.phrases import Command, PhraseMatcher
 from processors.reminder_time import (
     ReminderPlan,
@@ -83,7 +84,7 @@ class ReminderCommands(FrameProcessor):
             answer = await self._answer(frame.text)
             if answer is not None:
                 await self.push_frame(consumed(frame), direction)
-                await self.push_frame(TTSSpeakFrame(answer, append_to_context=False))
+                await self.push_frame(firm_speech(answer))
                 return
         await self.push_frame(frame, direction)
 
