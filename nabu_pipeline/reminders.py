@@ -74,7 +74,7 @@ class Reminder:
     @property
     def label(self) -> str:
         if self.kind == "timer":
-            return f"your {spoken_duration(self.duration_s)} timer"
+            return f"your {spoken_duration(self.duration_s, adjective=True)} timer"
         return f"to {self.task}"
 
 
@@ -330,7 +330,8 @@ class ReminderService:
     def _words(self, reminder: Reminder, again: bool) -> str:
         name = self.locale.user_name
         if reminder.kind == "timer":
-            text = f"{name}, your {spoken_duration(reminder.duration_s)} timer is done."
+            length = spoken_duration(reminder.duration_s, adjective=True)
+            text = f"{name}, your {length} timer is done."
         else:
             text = f"{name}, it's time to {reminder.task}."
         if again:
@@ -369,7 +370,7 @@ class ReminderService:
         at = spoken_clock(datetime.fromtimestamp(due_at, zone), self.locale.clock)
         name = self.locale.user_name
         what = (
-            f"his {spoken_duration(reminder.duration_s)} timer"
+            f"his {spoken_duration(reminder.duration_s, adjective=True)} timer"
             if reminder.kind == "timer"
             else f"his reminder to {reminder.task.replace('your ', 'his ')}"
         )
@@ -406,5 +407,5 @@ class ReminderService:
             self.locale.clock,
         )
         if reminder.kind == "timer":
-            return f"a {spoken_duration(reminder.duration_s)} timer, ending {when}"
+            return f"a {spoken_duration(reminder.duration_s, adjective=True)} timer, ending {when}"
         return f"to {reminder.task} {when}"

@@ -42,7 +42,7 @@ _HANDLED = (
 def read_back(plan: ReminderPlan, now: datetime, clock: str) -> str:
     when = spoken_when(plan.first_due, now, plan.rule, clock)
     if plan.kind == "timer":
-        return f"A timer for {spoken_duration(plan.duration_s)}, until {when}. Shall I start it?"
+        return f"A timer for {spoken_duration(plan.duration_s)}. Shall I start it?"
     return f"I'll remind you to {plan.task} {when}. Shall I save it?"
 
 
@@ -95,6 +95,7 @@ class ReminderCommands(FrameProcessor):
             plan, self._pending = self._pending, None
             yes_no = self._matcher.match(text, only=(Command.YES, Command.NO))
             if yes_no is not None and yes_no.command == Command.YES:
+                plan = plan.confirmed_at(self._now)
                 saved = await self._reminders.add(plan)
                 when = spoken_when(plan.first_due, self._now, plan.rule, clock)
                 if saved.kind == "timer":

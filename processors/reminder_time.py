@@ -17,7 +17,7 @@ a time Warren did not say.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, tzinfo
 
 from dateutil.rrule import rrulestr
@@ -61,6 +61,15 @@ class ReminderPlan:
     """reminder or timer."""
     duration_s: float = 0.0
     """A timer's length."""
+    relative_s: float | None = None
+    """"In ten minutes": counted from when he says yes, not from the question."""
+
+    def confirmed_at(self, now: datetime) -> ReminderPlan:
+        """The plan as saved at `now`: a timer or an "in ten minutes" starts from the yes."""
+        if self.relative_s is None:
+            return self
+        due = (now + timedelta(seconds=self.relative_s)).replace(microsecond=0)
+        return replace(self, first_due=due)
 
     @property
     def dtstart_local(self) -> str:
@@ -260,7 +269,9 @@ def plan_reminder(request: str, now: datetime) -> ReminderPlan:
         raise ReminderTimeError("What should I remind you about?")
     if f.relative_s is not None and f.hour is None:
         due = now + timedelta(seconds=f.relative_s)
-        return ReminderPlan(task=task, first_due=due.replace(microsecond=0), rule=f.rule)
+        return ReminderPlan(
+            task=task, first_due=due.replace(microsecond=0), rule=f.rule, relative_s=f.relative_s
+        )
     if f.hour is None and f.rule.startswith(("FREQ=HOURLY", "FREQ=MINUTELY")):
         # "every 2 hours": from now on
         parts = dict(p.split("=") for p in f.rule.split(";"))
@@ -310,7 +321,9 @@ def plan_timer(duration: str, now: datetime) -> ReminderPlan:
     if seconds is None:
         raise ReminderTimeError(NEED_DURATION)
     due = (now + timedelta(seconds=seconds)).replace(microsecond=0)
-    return ReminderPlan(task="", first_due=due, kind="timer", duration_s=seconds)
+    return ReminderPlan(
+        task="", first_due=due, kind="timer", duration_s=seconds, relative_s=seconds
+    )
 
 
 def next_due(rule: str, dtstart_local: str, zone: tzinfo, after: datetime) -> datetime | None:
@@ -387,13 +400,13 @@ def spoken_when(due: datetime, now: datetime, rule: str = "", clock: str = "12h"
     return f"{text}, then {repeat}" if repeat else text
 
 
-def spoken_duration(seconds: float) -> str:
-    """ "10 minutes", "1 hour and 30 minutes", "45 seconds"."""
+def spoken_duration(seconds: float, *, adjective: bool = False) -> str:
+    """ "10 minutes", "1 hour and 30 minutes"; as an adjective "10 minute" (a 10 minute timer)."""
     seconds = round(seconds)
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     parts = [
-        f"{v} {u}{'s' if v != 1 else ''}"
+        f"{v} {u}{'s' if v != 1 and not adjective else ''}"
         for v, u in ((h, "hour"), (m, "minute"), (s, "second"))
         if v
     ]

@@ -202,7 +202,7 @@ async def test_acknowledged_reminder_is_not_repeated_or_escalated(tmp_path):
     clock.advance(3600)
     await service.tick()
     await service.close()
-    assert [t for t, _ in phone.said] == ["Warren, your 10 minutes timer is done."]
+    assert [t for t, _ in phone.said] == ["Warren, your 10 minute timer is done."]
     assert alerts.sent == [] and await_nothing(service)
 
 
@@ -264,14 +264,14 @@ async def test_the_reminder_conversation_without_the_llm(tmp_path):
     assert spoken == [
         "I'll remind you to take your pills at 9 in the morning, every day. Shall I save it?",
         "Saved. I'll remind you to take your pills at 9 in the morning, every day.",
-        "A timer for 10 minutes, until today at 3:17 in the afternoon. Shall I start it?",
+        "A timer for 10 minutes. Shall I start it?",
         "Timer started. It ends today at 3:17 in the afternoon.",
         "I'll remind you to call mary tomorrow at 3 in the afternoon. Shall I save it?",
         "All right, I won't save it.",
-        "You have 2 reminders: a 10 minutes timer, ending today at 3:17 in the afternoon; "
+        "You have 2 reminders: a 10 minute timer, ending today at 3:17 in the afternoon; "
         "to take your pills at 9 in the morning, every day.",
         "Cancelled your reminder to take your pills at 9 in the morning, every day.",
-        "You have one reminder: a 10 minutes timer, ending today at 3:17 in the afternoon.",
+        "You have one reminder: a 10 minute timer, ending today at 3:17 in the afternoon.",
         "When should I remind you? Say it with the time, for example: remind me to take my "
         "pills at nine every morning.",
     ]
