@@ -39,10 +39,27 @@ async def run_mic(config: NabuConfig) -> None:
     session = build_session(
         config, transport, worker_kwargs={"enable_rtvi": False, "idle_timeout_secs": None}
     )
+    # Reminders are said here too, and missed ones told, as on his phone.
+    from nabu_pipeline.reminders import WorkerSpeaker
+
+    reminders, speaker = session.reminders, WorkerSpeaker(session.worker, rtvi=False)
+    await reminders.start()
+    logger.info(session.alerts.describe())
+
+    @session.worker.event_handler("on_pipeline_started")
+    async def _started(_worker, _frame) -> None:
+        await reminders.greet(speaker)
+
     runner = WorkerRunner(handle_sigint=True)
     await runner.add_workers(session.worker)
     logger.info("Listening on the default microphone; Ctrl-C to stop.")
-    await runner.run()
+    try:
+        await runner.run()
+    finally:
+        reminders.detach(speaker)
+        await reminders.close()
+        await session.alerts.wait_settled(config.safety.delivery_deadline_s)
+        await session.alerts.close()
 
 
 def main(config: NabuConfig) -> int:
