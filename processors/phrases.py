@@ -84,14 +84,14 @@ LOCAL_QUESTIONS: dict[str, tuple[str, ...]] = {
 # time ("at nine every morning", "in ten minutes") is decided by processors/reminder_time.py.
 REMINDER_COMMANDS: dict[str, tuple[str, ...]] = {
     Command.REMIND: (
-        "(remind|tell) me [to|that|about] {request}",
+        "remind me [to|that|about] {request}",
         "(can|could|will|would) you remind me [to|that|about] {request}",
         "set [a|an] (reminder|alarm) [to|for] {request}",
         "i (want|need) a reminder [to|for] {request}",
     ),
     Command.TIMER: (
         "set [a|an|the] timer (for|of) {duration}",
-        "[set] [a|an] {duration} timer",
+        "(set|start) [a|an] {duration} timer",
         "timer (for|of) {duration}",
         "start [a|an] timer (for|of) {duration}",
     ),

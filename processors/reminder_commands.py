@@ -110,10 +110,13 @@ class ReminderCommands(FrameProcessor):
         match = self._matcher.match(text, only=_HANDLED)
         if match is None:
             return None
+        request = match.slots.get("request", "")
+        if re.match(r"(what|who|where|when|how|why|which|if|whether)\b", request.lower()):
+            return None  # "remind me what the doctor said": a question for the LLM
         logger.info(f"{self}: {match.command} [{text}]")
         try:
             if match.command == Command.REMIND:
-                plan = plan_reminder(match.slots.get("request", ""), self._now)
+                plan = plan_reminder(request, self._now)
             elif match.command == Command.TIMER:
                 plan = plan_timer(match.slots.get("duration", ""), self._now)
             elif match.command == Command.LIST_REMINDERS:

@@ -71,3 +71,48 @@ class AlertReceiver:
     async def __aexit__(self, *exc) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+class ThreadedAlertReceiver:
+    """The same receiver on its own thread (http.server), for tests that block their loop."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.received: list[Received] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    body = json.loads(raw or b"{}")
+                except ValueError:
+                    body = {"_raw": raw.decode(errors="replace")}
+                outer.received.append(
+                    Received(self.path, body, dict(self.headers), time.time(), 200)
+                )
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b'{"ok": true}')
+
+            def log_message(self, *args):
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/alert"
+
+    def __enter__(self) -> ThreadedAlertReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()

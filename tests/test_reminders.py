@@ -276,3 +276,20 @@ async def test_the_reminder_conversation_without_the_llm(tmp_path):
         "pills at nine every morning.",
     ]
     assert all(f.text == " " for f in down if isinstance(f, TranscriptionFrame))
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Tell me about the moon.", "Remind me what the doctor said.", "Set the table.",
+     "What time is my timer?", "Cancel my trip to Ohio."],
+)  # fmt: skip
+async def test_other_sentences_are_not_reminder_commands(text, tmp_path):
+    service = ReminderService(tmp_path, SAFETY, LOCALE, AlertService(SAFETY, []), clock=Clock(NOW))
+    down, _ = await run_test(
+        ReminderCommands(MATCHER, service),
+        frames_to_send=[TranscriptionFrame(text, "", "")],
+        expected_down_frames=None,
+    )
+    await service.close()
+    assert [f.text for f in down if isinstance(f, TranscriptionFrame)] == [text]
+    assert not [f for f in down if isinstance(f, TTSSpeakFrame)]
