@@ -224,11 +224,12 @@ class HelpCallHandler(FrameProcessor):
     def _raise(self, said: str, *, kind: str) -> Alert:
         now = datetime.now(self._locale.tzinfo).strftime("%H:%M")
         who = self._locale.user_name
+        words = said.strip().rstrip(".!?,; ")
         if kind == "help":
-            message = f'{who} called for help at {now}. He said: "{said}".'
+            message = f'{who} called for help at {now}. He said: "{words}".'
         else:
             message = (
-                f'{who} may need help: at {now} he said "{said}", and did not answer when '
+                f'{who} may need help: at {now} he said "{words}", and did not answer when '
                 "Nabu asked if he needed help."
             )
         return self._alerts.raise_alert(kind, message, said=said, session=self._session_id)
