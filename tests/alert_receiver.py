@@ -76,10 +76,11 @@ class AlertReceiver:
 class ThreadedAlertReceiver:
     """The same receiver on its own thread (http.server), for tests that block their loop."""
 
-    def __init__(self):
+    def __init__(self, fail_first: int = 0):
         import http.server
         import threading
 
+        self.fail_first = fail_first
         self.received: list[Received] = []
         outer = self
 
@@ -90,10 +91,11 @@ class ThreadedAlertReceiver:
                     body = json.loads(raw or b"{}")
                 except ValueError:
                     body = {"_raw": raw.decode(errors="replace")}
+                status = 500 if len(outer.received) < outer.fail_first else 200
                 outer.received.append(
-                    Received(self.path, body, dict(self.headers), time.time(), 200)
+                    Received(self.path, body, dict(self.headers), time.time(), status)
                 )
-                self.send_response(200)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
                 self.wfile.write(b'{"ok": true}')
@@ -108,6 +110,10 @@ class ThreadedAlertReceiver:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/alert"
+
+    @property
+    def acknowledged(self) -> list[Received]:
+        return [r for r in self.received if r.status == 200]
 
     def __enter__(self) -> ThreadedAlertReceiver:
         self._thread.start()
