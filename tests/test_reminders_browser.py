@@ -105,7 +105,12 @@ def test_reminders_on_the_pipecat_web_client(tmp_path):
                     lines,
                     lambda evs: (
                         _server_messages(evs, "nabu-reminder")
-                        and any(e["type"] == "bot-stopped-speaking" for e in evs)
+                        and any(
+                            e["type"] == "bot-output"
+                            and e["spoken"]
+                            and "take your pills" in e["text"]
+                            for e in evs
+                        )
                     ),
                     90,
                 )
