@@ -77,6 +77,10 @@ class Channel:
     async def send(self, http: aiohttp.ClientSession, alert: Alert, timeout_s: float) -> None:
         raise NotImplementedError
 
+    def redact(self, text: str) -> str:
+        """An error message safe to log (a URL may carry a secret)."""
+        return text
+
 
 class WebhookChannel(Channel):
     """POST the alert as JSON; any 2xx is the receiver's acknowledgement."""
@@ -86,6 +90,9 @@ class WebhookChannel(Channel):
         # The URL may carry a secret (a token in its path or query): name only its host.
         parts = url.split("/")
         self.name = f"webhook {parts[2] if len(parts) > 2 else '?'}"
+
+    def redact(self, text: str) -> str:
+        return text.replace(self.url, self.name)
 
     async def send(self, http: aiohttp.ClientSession, alert: Alert, timeout_s: float) -> None:
         async with http.post(
@@ -189,7 +196,7 @@ class AlertService:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                reason = str(e) or type(e).__name__
+                reason = channel.redact(str(e) or type(e).__name__)
                 if time.monotonic() - started >= safety.retry_for_s:
                     alert.channels[channel.name] = f"failed: {reason}"
                     logger.error(f"Alert {alert.id}: gave up on {channel.name} ({reason})")

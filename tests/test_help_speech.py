@@ -16,13 +16,13 @@ import pytest
 import soundfile as sf
 
 from benchmarks.clips import speech_bounds
-from nabu_pipeline.scripted_llm import Script, ScriptedLLMServer
+from nabu_pipeline.scripted_llm import Script, ScriptedLLMServer, refused_url
 from nabu_pipeline.talk import talk
 from transports.audio_file import read_pcm16
 from transports.wav_file import EchoPath
 
 from .alert_receiver import AlertReceiver
-from .conftest import CLIPS, concat_wavs
+from .conftest import CLIPS, concat_wavs, transcribe
 
 pytestmark = pytest.mark.slow
 
@@ -143,3 +143,37 @@ async def test_help_spoken_over_nabus_own_reply_stops_it_and_alerts(synth, confi
     assert delay < ALERT_WITHIN_S
     assert result.burst_s[0] < 12, result.burst_s  # the long reply was cut off
     assert any(ANSWER in r for r in replies), replies
+
+
+async def test_every_channel_down_warren_hears_it_plainly(
+    synth, config_for, tmp_path, monkeypatch, whisper_tiny
+):
+    """Webhook refused and Home Assistant unreachable: the answer, then the plain truth."""
+    help_clip = synth("Help me!", "help_down")
+    quiet = concat_wavs([6.0], tmp_path / "quiet.wav")
+    with ScriptedLLMServer(Script(ttft_s=0.05)) as llm:
+        config = config_for(
+            llm.url,
+            safety={
+                "contact_name": "Mary",
+                "contact_relation": "daughter",
+                "alert_webhooks": [refused_url() + "/alert"],
+                "home_assistant_notify": "mobile_app_marys_phone",
+                "delivery_deadline_s": 3.0,
+                "retry_base_delay_s": 0.5,
+            },
+        )
+        monkeypatch.setenv("NABU_HA_URL", refused_url())
+        monkeypatch.setenv("NABU_HA_TOKEN", "not-a-real-token")
+        result = await talk(config, [help_clip, quiet], tmp_path / "out.wav")
+    replies = " ".join(t["reply"].strip() for t in result.turns)
+    heard = transcribe(whisper_tiny, tmp_path / "out.wav")
+    (alert,) = result.alerts
+    print(
+        f"\nevery channel down: Nabu said {replies!r}, and in all (Whisper on its audio) "
+        f"{heard!r}; attempts {alert.attempts}"
+    )
+    assert llm.requests == []
+    assert ANSWER in replies
+    assert "reach mary yet" in heard.lower().replace(",", ""), heard
+    assert alert.delivered_at is None and min(alert.attempts.values()) >= 2
