@@ -35,6 +35,7 @@ from processors.text_normalise import normalise
 from processors.transcript_guard import judge, strip_phantom_sentences
 
 DO_YOU_NEED_HELP = "Do you need help?"
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
 # A transcript this close (difflib ratio) to a help sentence, or this short with a help word
 # in it, is asked about rather than passed on: on a slowed, noisy "I can't get up" Whisper
 # heard "I can't get out", and "I fell" became "I fall in".
@@ -175,7 +176,7 @@ class HelpCallHandler(FrameProcessor):
                 return True
             # Something else entirely: he is talking, so he can answer; the question lapses.
             self._stop_waiting()
-        if self._matcher.match(text, only=(Command.HELP,)) is not None:
+        if self.is_call_for_help(text):
             await self._call_for_help(frame, direction, text, self.answer)
             return True
         cleaned = strip_phantom_sentences(text, self._guard)
@@ -192,6 +193,19 @@ class HelpCallHandler(FrameProcessor):
         self._asked = text.strip()
         self._answer_timer = self.create_task(self._await_answer(), "help-answer")
         return True
+
+    def is_call_for_help(self, text: str) -> bool:
+        """A help phrase as the whole utterance, or as one of its sentences.
+
+        Nabu re-transcribes an utterance across his pauses, so "Help me!" said soon after
+        another sentence can arrive as "Go forward ten metres. Help me."
+        """
+        if self._matcher.match(text, only=(Command.HELP,)) is not None:
+            return True
+        sentences = [s for s in _SENTENCE.split(text.strip()) if s]
+        return len(sentences) > 1 and any(
+            self._matcher.match(s, only=(Command.HELP,)) is not None for s in sentences
+        )
 
     def _stop_waiting(self) -> None:
         self._asked = None

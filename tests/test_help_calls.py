@@ -188,7 +188,9 @@ async def test_no_answer_to_do_you_need_help_alerts():
         down, _ = await run_test(
             _handler(alerts, safety),
             frames_to_send=[
-                TranscriptionFrame("Help... fell...", "", "", result=_evidence(avg_logprob=-0.95)),
+                TranscriptionFrame(
+                    "I think I fell over there", "", "", result=_evidence(avg_logprob=-0.95)
+                ),
                 SleepFrame(1.5),
             ],
             expected_down_frames=None,
@@ -265,3 +267,22 @@ async def test_near_miss_of_a_help_phrase_is_asked_about(text, asks):
     )
     spoken = [f.text for f in down if isinstance(f, TTSSpeakFrame)]
     assert spoken == ([DO_YOU_NEED_HELP] if asks else []), text
+
+
+async def test_help_as_the_last_sentence_of_a_longer_utterance_alerts():
+    async with AlertReceiver() as receiver:
+        alerts = AlertService(SAFETY, [WebhookChannel(receiver.url)])
+        down, _ = await run_test(
+            _handler(alerts),
+            frames_to_send=[
+                TranscriptionFrame("Go forward 10 meters. Help me!", "", ""),
+                SleepFrame(0.3),
+                TranscriptionFrame("Don't help me with that.", "", ""),
+                SleepFrame(1.0),
+            ],
+            expected_down_frames=None,
+        )
+        await alerts.close()
+    assert [r.body["said"] for r in receiver.acknowledged] == ["Go forward 10 meters. Help me!"]
+    texts = [f.text for f in down if isinstance(f, TranscriptionFrame)]
+    assert texts == [" ", "Don't help me with that."]
