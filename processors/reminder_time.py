@@ -261,10 +261,17 @@ def spoken_task(words: str) -> str:
     return " ".join(_PRONOUNS.get(w, w) for w in words.split()).strip(" ,")
 
 
+def _keep_names(task: str, said: str) -> str:
+    """Names keep their capitals ("call Mary"); the rest was lower-cased for parsing."""
+    names = {w.lower(): w for w in re.findall(r"[A-Za-z']+", said)[1:] if w[:1].isupper()}
+    names.pop("i", None)
+    return " ".join(names.get(w, w) for w in task.split())
+
+
 def plan_reminder(request: str, now: datetime) -> ReminderPlan:
     """The reminder in "take my pills at nine every morning" (`now` is aware, his zone)."""
     f, rest = _find(_clean(request))
-    task = spoken_task(rest)
+    task = _keep_names(spoken_task(rest), request)
     if not task:
         raise ReminderTimeError("What should I remind you about?")
     if f.relative_s is not None and f.hour is None:

@@ -45,7 +45,7 @@ PLANS = [
     ("take my pills every morning at 9", "take your pills", "2026-03-08 09:00", "FREQ=DAILY",
      "at 9 in the morning, every day"),
     ("at 9 to take my pills", "take your pills", "2026-03-07 21:00", "", "today at 9 at night"),
-    ("call Mary tomorrow at half past ten", "call mary", "2026-03-08 10:30", "",
+    ("call Mary tomorrow at half past ten", "call Mary", "2026-03-08 10:30", "",
      "tomorrow at 10:30 in the morning"),
     ("take the chicken out in ten minutes", "take the chicken out", "2026-03-07 15:17", "",
      "today at 3:17 in the afternoon"),
@@ -266,7 +266,7 @@ async def test_the_reminder_conversation_without_the_llm(tmp_path):
         "Saved. I'll remind you to take your pills at 9 in the morning, every day.",
         "A timer for 10 minutes. Shall I start it?",
         "Timer started. It ends today at 3:17 in the afternoon.",
-        "I'll remind you to call mary tomorrow at 3 in the afternoon. Shall I save it?",
+        "I'll remind you to call Mary tomorrow at 3 in the afternoon. Shall I save it?",
         "All right, I won't save it.",
         "You have 2 reminders: a 10 minute timer, ending today at 3:17 in the afternoon; "
         "to take your pills at 9 in the morning, every day.",
