@@ -150,5 +150,8 @@ def format_result(result: TalkResult) -> str:
         lines.append(f"  Nabu said: {turn['reply'].strip() or '(nothing)'}")
         stages = [f"{k[:-2]}={turn[k]:.2f}s" for k in STAGES if turn.get(k) is not None]
         lines.append(f"  Latency:   {' '.join(stages) if stages else '(no reply)'}")
+    for alert in result.alerts:
+        channels = ", ".join(f"{k}: {v}" for k, v in alert.channels.items()) or "no channel"
+        lines.append(f"Alert ({alert.kind}) {alert.message!r} -> {channels}")
     lines.append(f"Wrote {result.output_s:.1f}s of Nabu's speech to {result.output}")
     return "\n".join(lines)
