@@ -479,6 +479,80 @@ class MicConfig(_Frozen):
     """Speaker: a number or (part of) a name from `nabu mic --list-devices`; "" = default."""
 
 
+class SafetyConfig(_Frozen):
+    """Calls for help and reminders: who is told, and how."""
+
+    contact_name: str = "your family"
+    """Who hears about a call for help, as Nabu names them to Warren (e.g. Mary)."""
+    contact_relation: str = ""
+    """How that person is related to him (e.g. daughter): "Mary, your daughter"."""
+    help_phrases: tuple[str, ...] = (
+        "help [me] [help [me]]",
+        "[please] help me [please]",
+        "i need [some|your] help",
+        "[help [me]] (i've|i have) fallen [down|over] [and i can't get up] [help [me]]",
+        "[help [me]] (i've|i have) had a fall [help [me]]",
+        "[help [me]] i fell [down|over] [help [me]]",
+        "[help [me]] i (can't|cannot|can not) get up [help [me]]",
+        "[help [me]] [it's|this is] [an] emergency [help [me]]",
+        "call (for help|someone|somebody|an ambulance)",
+        "get (help|someone|somebody)",
+    )
+    """Whole utterances (templates) that alert the family at once, even while Nabu speaks;
+    "call <contact_name>" and "call my <contact_relation>" are added to them."""
+    help_words: tuple[str, ...] = ("help", "fallen", "fell", "fall", "emergency", "hurt", "get up")
+    """Words that, in a doubtful transcript, make Nabu ask "Do you need help?"."""
+    alert_webhooks: tuple[str, ...] = ()
+    """URLs that receive each alert as JSON (POST); NABU_ALERT_WEBHOOK_URL adds one."""
+    home_assistant_notify: str = ""
+    """Home Assistant notify service for alerts (e.g. mobile_app_marys_phone), with NABU_HA_URL
+    and NABU_HA_TOKEN set; empty: no Home Assistant alert."""
+    delivery_deadline_s: float = Field(default=60.0, gt=0)
+    """If no channel has acknowledged an alert by then, Nabu tells Warren plainly."""
+    retry_base_delay_s: float = Field(default=1.0, gt=0, le=60)
+    """Backoff before the first re-delivery of an alert, doubled each time (with jitter)."""
+    retry_max_delay_s: float = Field(default=30.0, gt=0, le=600)
+    """Longest wait between deliveries; a channel is retried until it acknowledges (2xx)."""
+    retry_for_s: float = Field(default=3600.0, gt=0)
+    """A channel that has not acknowledged after this long is given up on (logged)."""
+    request_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    """One delivery attempt's limit."""
+    confirm_timeout_s: float = Field(default=20.0, gt=0, le=120)
+    """After "Do you need help?", silence this long counts as yes."""
+    reminder_repeat_after_s: float = Field(default=60.0, gt=0)
+    """A due reminder not acknowledged ("okay", "done") is said once more after this long."""
+    reminder_escalate_min: float = Field(default=10.0, gt=0)
+    """A due reminder still not acknowledged this many minutes after it was due alerts the
+    family (as does one due while no phone is connected)."""
+
+    @property
+    def contact(self) -> str:
+        """How Nabu names the contact to Warren: "Mary, your daughter", or "your daughter"."""
+        name, relation = self.contact_name.strip(), self.contact_relation.strip()
+        if relation and name and name != "your family":
+            return f"{name}, your {relation}"
+        if relation:
+            return f"your {relation}"
+        return name or "your family"
+
+    @property
+    def contact_short(self) -> str:
+        """The contact in a short sentence: "Mary", or "your daughter"."""
+        name = self.contact_name.strip()
+        if name and name != "your family":
+            return name
+        return f"your {self.contact_relation.strip()}" if self.contact_relation else "your family"
+
+    def webhooks(self, environ: dict | os._Environ = os.environ) -> tuple[str, ...]:
+        """The configured webhooks, plus NABU_ALERT_WEBHOOK_URL when set."""
+        extra = (environ.get("NABU_ALERT_WEBHOOK_URL") or "").strip()
+        return (
+            (*self.alert_webhooks, extra)
+            if extra and extra not in self.alert_webhooks
+            else (self.alert_webhooks)
+        )
+
+
 class NabuConfig(_Frozen):
     """The whole configuration."""
 
@@ -494,6 +568,7 @@ class NabuConfig(_Frozen):
     server: ServerConfig = ServerConfig()
     memory: MemoryConfig = MemoryConfig()
     mic: MicConfig = MicConfig()
+    safety: SafetyConfig = SafetyConfig()
     source: Annotated[str, Field(exclude=True)] = ""
     """Where this config came from (for messages)."""
 

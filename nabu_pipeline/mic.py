@@ -149,6 +149,8 @@ async def run_mic(config: NabuConfig, session_id: str | None = None) -> str:
         config.server.data_path, retention_days=config.server.history_retention_days
     ).open()
     printer_task: asyncio.Task | None = None
+    session = None
+    reminder_speaker = None
     session_id = session_id or new_session_id()
     try:
         messages, known = await store.load(session_id, config.conversation.history_turns)
@@ -167,6 +169,12 @@ async def run_mic(config: NabuConfig, session_id: str | None = None) -> str:
         )
         record_turns(store, session_id, session.parts["user"], session.parts["assistant"])
         printer = TurnPrinter(session.latency)
+        # Reminders are said here too, and missed ones told, as on his phone.
+        from nabu_pipeline.reminders import WorkerSpeaker
+
+        reminder_speaker = WorkerSpeaker(session.worker, rtvi=False)
+        await session.reminders.start()
+        logger.info(session.alerts.describe())
 
         @session.parts["assistant"].event_handler("on_assistant_turn_stopped")
         async def _answered(_aggregator, _message) -> None:
@@ -176,6 +184,7 @@ async def run_mic(config: NabuConfig, session_id: str | None = None) -> str:
         async def _started(_worker, _frame) -> None:
             nonlocal printer_task
             printer_task = asyncio.create_task(printer.run(), name="nabu-mic-turns")
+            await session.reminders.greet(reminder_speaker)
             print(
                 f"Listening on {mic.name!r} (microphone {mic.index}), speaking on "
                 f"{speaker.name!r} (speaker {speaker.index}); "
@@ -193,6 +202,12 @@ async def run_mic(config: NabuConfig, session_id: str | None = None) -> str:
             printer_task.cancel()
             with suppress(asyncio.CancelledError):
                 await printer_task
+        if session is not None:
+            if reminder_speaker is not None:
+                session.reminders.detach(reminder_speaker)
+            await session.reminders.close()
+            await session.alerts.wait_settled(config.safety.delivery_deadline_s)
+            await session.alerts.close()
         stored = len(await store.messages(session_id))
         await store.close()
     print(

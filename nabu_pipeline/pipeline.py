@@ -1,7 +1,8 @@
 """Assembling Nabu's pipeline from its config (docs/ARCHITECTURE.md).
 
-    transport.input() -> echo canceller -> STT -> transcript guard -> stop phrases -> repeats
-    -> memory commands -> user aggregator (Silero VAD + turn end) -> history window -> LLM
+    transport.input() -> echo canceller -> STT -> help calls -> transcript guard -> stop phrases
+    -> repeats -> reminders -> memory commands
+    -> user aggregator (Silero VAD + turn end) -> history window -> LLM
     -> TTS (speech text shaping as text_transforms) -> speech release gate -> transport.output()
     -> assistant aggregator  (what the output transport sends is the echo canceller's reference)
 
@@ -40,10 +41,12 @@ from pipecat.turns.user_stop import (
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from nabu_pipeline import engines
+from nabu_pipeline.alerts import AlertService
 from nabu_pipeline.config import NabuConfig
 from nabu_pipeline.latency import LatencyObserver
 from nabu_pipeline.memory_store import MemoryStore, shared_store
 from nabu_pipeline.prompts import system_prompt
+from nabu_pipeline.reminders import ReminderService
 from processors.consumed_transcript import WordsStartATurn
 from processors.echo_canceller import (
     EchoCanceller,
@@ -51,6 +54,7 @@ from processors.echo_canceller import (
     reference_what_is_played,
     stamp_capture_times,
 )
+from processors.help_calls import HelpCallHandler, help_templates
 from processors.history_window import HistoryWindow
 from processors.memory_commands import (
     REMEMBER_TOOL,
@@ -64,9 +68,11 @@ from processors.phrases import (
     LOCAL_QUESTIONS,
     MEMORY_COMMANDS,
     PREFERENCE_FACTS,
+    REMINDER_COMMANDS,
     Command,
     PhraseMatcher,
 )
+from processors.reminder_commands import ReminderCommands
 from processors.repeat_requests import RepeatRequestHandler
 from processors.speech_release_gate import SpeechReleaseGate
 from processors.speech_text import shape_for_speech
@@ -177,6 +183,8 @@ def build_matcher(config: NabuConfig) -> PhraseMatcher:
             **LOCAL_QUESTIONS,
             **MEMORY_COMMANDS,
             **PREFERENCE_FACTS,
+            Command.HELP: help_templates(config.safety),
+            **REMINDER_COMMANDS,
         }
     )
 
@@ -262,6 +270,10 @@ class Session:
     latency: LatencyObserver
     llm: LLMService
     parts: dict[str, object] = field(default_factory=dict)
+    alerts: AlertService | None = None
+    """The alert service this session raises alerts on (the caller's, or its own)."""
+    reminders: ReminderService | None = None
+    """The reminder store this session sets and lists reminders in."""
 
 
 def build_session(
@@ -273,6 +285,9 @@ def build_session(
     worker_kwargs: dict | None = None,
     echo_reference: EchoReference | None = None,
     memory: MemoryStore | None = None,
+    alerts: AlertService | None = None,
+    reminders: ReminderService | None = None,
+    session_id: str = "",
 ) -> Session:
     """The whole pipeline for one conversation on `transport`.
 
@@ -281,7 +296,13 @@ def build_session(
     `nabu mic`); otherwise the output's sends and the input's arrivals are used.
     `memory` defaults to the store in the data directory (`server.data_path`), shared by
     every session of this process and by other Nabu processes on the machine.
+    `alerts` is the process's alert service (`nabu serve` shares one across sessions so a
+    vanished phone never cancels a delivery); without one the session gets its own, which
+    its caller closes.
     """
+    alerts = alerts if alerts is not None else AlertService(config.safety)
+    if reminders is None:
+        reminders = ReminderService(config.server.data_path, config.safety, config.locale, alerts)
     context = context or LLMContext()
     if config.memory.enabled:
         memory = memory or shared_store(config.server.data_path)
@@ -327,6 +348,15 @@ def build_session(
             else {}
         ),
         "stt": stt,
+        "help": HelpCallHandler(
+            matcher,
+            alerts,
+            config.safety,
+            config.guard,
+            config.locale,
+            session_id=session_id,
+            vocabulary=config.stt.vocabulary,
+        ),
         "guard": TranscriptGuard(config.guard, matcher, vocabulary=config.stt.vocabulary),
         "stop_phrases": StopPhraseFilter(matcher, conv.stop_acknowledgement),
         "repeat": RepeatRequestHandler(
@@ -337,6 +367,7 @@ def build_session(
             length_scale_max=config.tts.length_scale_max,
             nothing_to_repeat=conv.nothing_to_repeat,
         ),
+        "reminders": ReminderCommands(matcher, reminders),
         **({"memory": memory_stage} if memory_stage is not None else {}),
         "user": user_aggregator,
         "history": HistoryWindow(conv.history_turns, utterance, unanswered),
@@ -358,4 +389,12 @@ def build_session(
         **(worker_kwargs or {}),
     )
     logger.debug(f"Pipeline: {' -> '.join(processors)}")
-    return Session(worker=worker, context=context, latency=latency, llm=llm, parts=processors)
+    return Session(
+        worker=worker,
+        context=context,
+        latency=latency,
+        llm=llm,
+        parts=processors,
+        alerts=alerts,
+        reminders=reminders,
+    )

@@ -59,6 +59,7 @@ from pipecat.workers.runner import WorkerRunner
 from starlette.websockets import WebSocketState
 
 from nabu_pipeline import engines, phone_app
+from nabu_pipeline.alerts import AlertService
 from nabu_pipeline.config import ConfigError, NabuConfig
 from nabu_pipeline.conversation_store import ConversationStore, record_turns
 from nabu_pipeline.devices import DeviceStore
@@ -69,6 +70,7 @@ from nabu_pipeline.memory_api import memory_router
 from nabu_pipeline.memory_store import shared_store
 from nabu_pipeline.origins import OriginPolicy
 from nabu_pipeline.pipeline import build_session, describe_llm
+from nabu_pipeline.reminders import ReminderService, WorkerSpeaker
 from transports.phone_serializer import PhoneFrameSerializer
 
 WEB_DIR = Path(__file__).with_name("web")
@@ -206,6 +208,11 @@ class NabuServer:
         self.devices = DeviceStore(self.settings.data_path)
         self.pairing = phone_app.Pairing(self.devices)
         self.web_dir = WEB_DIR
+        # Process-wide, so a phone that vanishes never cancels an alert or a reminder.
+        self.alerts = AlertService(config.safety)
+        self.reminders = ReminderService(
+            self.settings.data_path, config.safety, config.locale, self.alerts
+        )
         self.sessions: dict[str, LiveSession] = {}
         self._admission = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
@@ -271,6 +278,8 @@ class NabuServer:
         await self.store.open()
         if self.config.memory.enabled:
             await asyncio.to_thread(shared_store, self.settings.data_path)
+        await self.reminders.start()
+        logger.info(self.alerts.describe())
         pruner = asyncio.create_task(self._prune_forever(), name="nabu-store-prune")
         releaser = asyncio.create_task(self._freed.run(lambda: not self.sessions))
         logger.info(
@@ -289,6 +298,10 @@ class NabuServer:
                 await asyncio.wait_for(self._all_done(), 10)
             await asyncio.gather(pruner, releaser, return_exceptions=True)
             await self.store.close()
+            await self.reminders.close()
+            if not await self.alerts.wait_settled(5):
+                logger.error("Stopping with an alert still undelivered")
+            await self.alerts.close()
             logger.info("Nabu server stopped")
 
     async def _all_done(self) -> None:
@@ -443,8 +456,12 @@ class NabuServer:
                 "idle_timeout_secs": self.settings.session_idle_timeout_s,
                 "conversation_id": live.id,
             },
+            alerts=self.alerts,
+            reminders=self.reminders,
+            session_id=live.id,
         )
         live.worker = session.worker
+        speaker = WorkerSpeaker(session.worker)
         record_turns(self.store, live.id, session.parts["user"], session.parts["assistant"])
 
         @session.parts["assistant"].event_handler("on_assistant_turn_stopped")
@@ -479,6 +496,8 @@ class NabuServer:
                     "messages": len(messages),
                 }
             )
+            # From now on this phone says reminders; first, what he missed while away.
+            await self.reminders.greet(speaker)
 
         logger.info(
             f"Session {live.short} started for {live.peer} "
@@ -489,7 +508,10 @@ class NabuServer:
             return
         runner = WorkerRunner(handle_sigint=False)
         await runner.add_workers(session.worker)
-        await runner.run()
+        try:
+            await runner.run()
+        finally:
+            self.reminders.detach(speaker)
         if serializer.rates_seen - {config.audio.in_sample_rate_hz}:
             rates = ", ".join(str(r) for r in sorted(serializer.rates_seen))
             logger.info(f"Session {live.short}: resampled client audio from {rates} Hz")

@@ -44,6 +44,8 @@ class TalkResult:
     """The conversation context at the end (what the LLM would see next)."""
     write_error: str = ""
     """Why the output file could not be written (the transcript is still printed)."""
+    alerts: list = field(default_factory=list)
+    """Alerts raised in the conversation (`nabu_pipeline.alerts.Alert`), delivered or not."""
 
 
 def _busy(state: ActivityState) -> bool:
@@ -113,6 +115,14 @@ async def talk(
             logger.warning("Pipeline did not stop in time; cancelling it")
             await runner.cancel()
             await asyncio.gather(run_task, return_exceptions=True)
+        # A call for help still being delivered is finished before the command exits.
+        if session.alerts is not None:
+            if not await session.alerts.wait_settled(config.safety.delivery_deadline_s):
+                logger.error("An alert was still undelivered when nabu talk ended")
+            await session.alerts.close()
+            result.alerts = list(session.alerts.sent)
+        if session.reminders is not None:
+            await session.reminders.close()
     audio = bytes(transport.output().audio)
     try:
         write_pcm16(output, audio, out_rate)
@@ -155,6 +165,9 @@ def format_turn(number: int, turn: dict) -> str:
 
 def format_result(result: TalkResult) -> str:
     lines = [format_turn(i, turn) for i, turn in enumerate(result.turns, 1)]
+    for alert in result.alerts:
+        channels = ", ".join(f"{k}: {v}" for k, v in alert.channels.items()) or "no channel"
+        lines.append(f"Alert ({alert.kind}) {alert.message!r} -> {channels}")
     if result.write_error:
         lines.append(result.write_error)
     else:

@@ -42,6 +42,12 @@ class Command(StrEnum):
     TEMPERATURE_UNIT = "temperature_unit"
     ADDRESS_AS = "address_as"
     HOME_TOWN = "home_town"
+    HELP = "help"
+    REMIND = "remind"
+    TIMER = "timer"
+    LIST_REMINDERS = "list_reminders"
+    CANCEL_REMINDER = "cancel_reminder"
+    DONE = "done"
 
 
 # Said around a command without changing it. "okay" is here so that "Okay, stop." is a
@@ -135,6 +141,53 @@ PREFERENCE_FACTS: dict[str, tuple[str, ...]] = {
         "(my|our) (town|home town|hometown) is {town}",
         "i'm (living|staying) in {town}",
         "home is {town}",
+    ),
+}
+# Reminders and timers. The request itself is one free-text slot: which words name the
+# time ("at nine every morning", "in ten minutes") is decided by processors/reminder_time.py.
+REMINDER_COMMANDS: dict[str, tuple[str, ...]] = {
+    Command.REMIND: (
+        "remind me [to|that|about] {request}",
+        "(can|could|will|would) you remind me [to|that|about] {request}",
+        "set [a|an] (reminder|alarm) [to|for] {request}",
+        "i (want|need) a reminder [to|for] {request}",
+    ),
+    Command.TIMER: (
+        "set [a|an|the] timer (for|of) {duration}",
+        "(set|start) [a|an] {duration} timer",
+        "timer (for|of) {duration}",
+        "start [a|an] timer (for|of) {duration}",
+    ),
+    Command.LIST_REMINDERS: (
+        "what (reminders|timers|alarms) (do i have|have i got|are there|are set) [today]",
+        "what are my (reminders|timers|alarms)",
+        "(do|have) i (have|got) any (reminders|timers|alarms) [today]",
+        "(list|tell me|read me) my (reminders|timers|alarms)",
+        "my reminders",
+    ),
+    Command.CANCEL_REMINDER: (
+        "(cancel|delete|remove|stop) [the|my] {which} (reminder|reminders|timer|alarm)",
+        "(cancel|delete|remove|stop) [the|my] (reminder|timer|alarm) (to|for|about) {which}",
+        "(cancel|delete|remove|stop) [the|my] (reminder|timer|alarm)",
+        "(cancel|delete|remove) all [of] [my] (reminders|timers)",
+        "i don't need the {which} reminder [any more|anymore]",
+    ),
+    # Only while a reminder is waiting for his answer (stages match these with `only=`).
+    Command.DONE: (
+        "okay",
+        "ok",
+        "done",
+        "(i've|i have) done it",
+        "(i've|i have) taken them",
+        "(i've|i have) taken it",
+        "i did [it]",
+        "got it",
+        "will do",
+        "all right",
+        "alright",
+        "i know",
+        "on it",
+        "thanks",
     ),
 }
 
