@@ -410,6 +410,34 @@ class ServerConfig(_Frozen):
         return Path(xdg) / "nabu"
 
 
+class HomeAssistantConfig(_Frozen):
+    """Warren's Home Assistant (optional: without it Nabu talks but does not act)."""
+
+    url: str = ""
+    """Base URL, e.g. http://homeassistant.local:8123; empty means no home (NABU_HA_URL)."""
+    token: str = ""
+    """Long-lived access token (NABU_HA_TOKEN); a secret, never written to logs."""
+    timeout_s: float = Field(default=3.0, gt=0, le=30)
+    """Longest wait for one Home Assistant request before Warren hears it is not answering."""
+    confirm_timeout_s: float = Field(default=30.0, gt=0, le=300)
+    """A risky action waits this long for his "yes"; then it is cancelled and he is told."""
+    done_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    """How long Nabu waits for the home to show an action done before saying it did not happen."""
+    setpoint_min_c: float = Field(default=16.0, ge=5, le=35)
+    """Heating set points below this are read back and need a yes."""
+    setpoint_max_c: float = Field(default=26.0, ge=5, le=35)
+    """Heating set points above this are read back and need a yes."""
+
+    @property
+    def is_configured(self) -> bool:
+        return bool(self.url and self.token)
+
+    def __repr__(self) -> str:  # never print the token
+        return f"HomeAssistantConfig(url={self.url!r})"
+
+    __str__ = __repr__
+
+
 class NabuConfig(_Frozen):
     """The whole configuration."""
 
@@ -423,6 +451,7 @@ class NabuConfig(_Frozen):
     audio: AudioConfig = AudioConfig()
     budgets: BudgetConfig = BudgetConfig()
     server: ServerConfig = ServerConfig()
+    home_assistant: HomeAssistantConfig = HomeAssistantConfig()
     source: Annotated[str, Field(exclude=True)] = ""
     """Where this config came from (for messages)."""
 
@@ -495,6 +524,11 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
             llm["base_url"] = environ["NABU_LLM_BASE_URL"]
         if environ.get("NABU_LLM_MODEL"):
             llm["model"] = environ["NABU_LLM_MODEL"]
+    home = raw.get("home_assistant", {})
+    if isinstance(home, dict):
+        for var, key in (("NABU_HA_URL", "url"), ("NABU_HA_TOKEN", "token")):
+            if environ.get(var):
+                raw["home_assistant"] = home = {**home, key: environ[var]}
     try:
         config = NabuConfig(**raw, source=str(path))
     except ValidationError as e:

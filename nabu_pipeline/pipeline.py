@@ -44,10 +44,13 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from nabu_pipeline import engines
 from nabu_pipeline.config import NabuConfig
+from nabu_pipeline.home_actions import HomeActions
+from nabu_pipeline.home_assistant import HomeAssistant
 from nabu_pipeline.latency import LatencyObserver
 from nabu_pipeline.prompts import system_prompt
 from processors.echo_canceller import EchoCanceller, EchoReference, EchoReferenceTap
 from processors.history_window import HistoryWindow
+from processors.home_commands import HomeCommands
 from processors.openai_llm import NabuOpenAILLMService
 from processors.repeat_requests import RepeatRequestHandler
 from processors.speech_release_gate import SpeechReleaseGate
@@ -164,6 +167,14 @@ def build_llm(config: NabuConfig) -> LLMService:
     )
 
 
+def build_home(config: NabuConfig) -> HomeActions | None:
+    """Warren's home (Home Assistant), when one is configured; None leaves Nabu talking only."""
+    if not config.home_assistant.is_configured:
+        return None
+    home = HomeAssistant(config.home_assistant)
+    return HomeActions(home, config.home_assistant, config.locale)
+
+
 def user_turn_params(config: NabuConfig) -> LLMUserAggregatorParams:
     turn = config.turn
     vad = SileroVADAnalyzer(
@@ -226,6 +237,7 @@ def build_session(
     llm = build_llm(config)
     tts = build_tts(config)
     conv = config.conversation
+    home = build_home(config)
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
         context, user_params=user_turn_params(config)
     )
@@ -254,6 +266,7 @@ def build_session(
             length_scale_max=config.tts.length_scale_max,
             nothing_to_repeat=conv.nothing_to_repeat,
         ),
+        **({"home": HomeCommands(home)} if home else {}),
         "user": user_aggregator,
         "history": HistoryWindow(conv.history_turns, utterance),
         "llm": llm,

@@ -89,7 +89,7 @@ class HomeAssistantCore:
                 break
             except (urllib.error.URLError, ConnectionError, OSError):
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"Home Assistant did not start: {self.log_tail()}")
+                    raise RuntimeError(f"Home Assistant did not start: {self.log_tail()}") from None
                 time.sleep(0.3)
         if first:
             self._onboard()
@@ -131,9 +131,7 @@ class HomeAssistantCore:
                 headers["Content-Type"] = "application/json"
         if auth:
             headers["Authorization"] = f"Bearer {self.token}"
-        request = urllib.request.Request(
-            self.url + path, data=data, headers=headers, method=method
-        )
+        request = urllib.request.Request(self.url + path, data=data, headers=headers, method=method)
         with urllib.request.urlopen(request, timeout=15) as response:
             raw = response.read()
         return json.loads(raw) if raw else None
@@ -253,7 +251,10 @@ class HomeAssistantCore:
         self.call("climate", "set_hvac_mode", entity_id="climate.heating", hvac_mode="heat")
         self.call("climate", "set_temperature", entity_id="climate.heating", temperature=20)
         self.call(
-            "input_number", "set_value", entity_id="input_number.living_room_temperature_c", value=19.5
+            "input_number",
+            "set_value",
+            entity_id="input_number.living_room_temperature_c",
+            value=19.5,
         )
         deadline = time.monotonic() + 10
         while self.state("lock.front_door")["state"] != "locked" and time.monotonic() < deadline:

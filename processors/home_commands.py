@@ -1,0 +1,365 @@
+"""Home commands answered locally: "turn on the kitchen light", "is the front door locked?".
+
+Plain commands and state questions are matched with Home Assistant's own sentence
+matcher (hassil with the home-assistant-intents sentences) against the names, aliases
+and areas Home Assistant reports, carried out over REST without the LLM, and answered
+with one short sentence; the user turn is closed like a stop phrase (nothing reaches
+the LLM). It is fast and works when the LLM is unreachable. Anything it does not
+fully understand goes on to the LLM, which has the same home as tools.
+
+Names are tolerant of how Warren says them: an exact name or alias first, then the
+closest name (rapidfuzz) among devices the sentence can apply to; a close-but-not-sure
+name is read back, and two names that fit equally get "the kitchen light or the
+kitchen speaker?". Questions never act: a state question only reads states.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import home_assistant_intents
+from hassil import Intents, recognize_all, recognize_best
+from hassil.intents import TextSlotList
+from hassil.models import MatchEntity
+from loguru import logger
+from pipecat.frames.frames import Frame, StartFrame, TranscriptionFrame, TTSSpeakFrame
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from rapidfuzz import fuzz
+
+from nabu_pipeline.config import GuardConfig
+from nabu_pipeline.home_actions import (
+    Action,
+    HomeActions,
+    capitalised,
+    describe_state,
+    plan,
+    spoken_name,
+    to_celsius,
+)
+from nabu_pipeline.home_assistant import Entity, HomeAssistantError
+from processors.consumed_transcript import consumed
+from processors.text_normalise import matches_phrase, normalise
+
+ACTS = {"HassTurnOn": "turn_on", "HassTurnOff": "turn_off"}
+QUESTIONS = {"HassGetState", "HassClimateGetTemperature"}
+HANDLED = {*ACTS, *QUESTIONS, "HassClimateSetTemperature"}
+# A name heard this close (rapidfuzz 0-100) to a device's name is that device ...
+NAME_SURE = 90.0
+# ... this close, it is read back first; below it the words are not a home command.
+NAME_MAYBE = 75.0
+# Two names within this many points of each other both fit: Warren is asked which.
+NAME_TIE = 5.0
+
+# Yes and no to Nabu's read-back. One place, to be swapped for the shared phrase matcher
+# (processors/phrases.py, Command.YES / Command.NO) once it is on main.
+_GUARD = GuardConfig()
+_YES = frozenset(normalise(p) for p in (*_GUARD.yes_phrases, "yes do it", "go ahead", "do it"))
+_NO = frozenset(normalise(p) for p in (*_GUARD.no_phrases, "don't", "no don't", "cancel"))
+
+
+def is_yes(text: str) -> bool:
+    return matches_phrase(text, _YES)
+
+
+def is_no(text: str) -> bool:
+    return matches_phrase(text, _NO)
+
+
+@dataclass
+class HomeRequest:
+    """What a sentence asks of the home."""
+
+    intent: str
+    entities: list[Entity] = field(default_factory=list)
+    ambiguous: bool = False
+    doubtful: bool = False
+    state: str = ""
+    temperature: float | None = None
+    response: str = ""
+
+    @property
+    def is_question(self) -> bool:
+        return self.intent in QUESTIONS
+
+
+class HomeMatcher:
+    """hassil over the home's own names; rebuilt when Home Assistant's names change."""
+
+    def __init__(self, home):
+        self._home = home
+        data = home_assistant_intents.get_intents("en")
+        data["intents"] = {k: v for k, v in data["intents"].items() if k in HANDLED}
+        self._intents = Intents.from_dict(data)
+        self._key: tuple = ()
+        self._entities: list[Entity] = []
+        self._slots: dict = {}
+
+    def _refresh(self) -> None:
+        entities = self._home.entities()
+        key = tuple(entities)
+        if key == self._key:
+            return
+        self._key, self._entities = key, entities
+        names = []
+        for e in entities:
+            for name in {e.name, *e.aliases}:
+                names.append((normalise(name), e.entity_id, {"domain": e.domain}))
+        areas = sorted({e.area for e in entities if e.area})
+        self._slots = {
+            "name": TextSlotList.from_tuples(names, allow_template=False),
+            "area": TextSlotList.from_tuples(
+                [(normalise(a), a) for a in areas], allow_template=False
+            ),
+            "floor": TextSlotList.from_tuples([], allow_template=False),
+        }
+
+    def match(self, text: str) -> HomeRequest | None:
+        self._refresh()
+        if not self._entities:
+            return None
+        spoken = normalise(text)
+        if not spoken:
+            return None
+        strict = list(recognize_all(spoken, self._intents, slot_lists=self._slots, language="en"))
+        # A device named as Warren named it beats an area-and-kind reading of the same
+        # words ("close the garage door": the Garage Door, not doors in the garage).
+        strict.sort(key=lambda r: "name" not in r.entities)
+        for result in strict:
+            request = self._resolve(result)
+            if request is not None and request.entities:
+                return request
+        loose = recognize_best(
+            spoken,
+            self._intents,
+            slot_lists=self._slots,
+            language="en",
+            allow_unmatched_entities=True,
+        )
+        if loose is None or set(loose.unmatched_entities) - {"name", "domain"}:
+            return None
+        if "name" not in loose.unmatched_entities:
+            return None
+        request = self._resolve(loose)
+        return request if request is not None and request.entities else None
+
+    def _resolve(self, result) -> HomeRequest | None:
+        """The devices a recognised sentence is about (none: it doesn't fit this home)."""
+        if result.intent.name not in HANDLED:
+            return None
+        sentence = result.intent_sentence.text if result.intent_sentence else ""
+        if sentence.replace("[<the>]", "").strip() == "{name}":
+            return None  # a bare name is not a command
+        slots: dict[str, MatchEntity] = result.entities
+        request = HomeRequest(intent=result.intent.name, response=result.response or "")
+        if "state" in slots:
+            request.state = str(slots["state"].value)
+        if "temperature" in slots:
+            request.temperature = float(slots["temperature"].value)
+        domain = slots["domain"].value if "domain" in slots else None
+        allowed = (result.intent_data.requires_context or {}).get("domain")
+        allowed = [allowed] if isinstance(allowed, str) else allowed
+        area = str(slots["area"].value) if "area" in slots else ""
+        device_class = str(slots["device_class"].value) if "device_class" in slots else ""
+        by_id = {e.entity_id: e for e in self._entities}
+        if "name" in slots:
+            request.entities = [by_id[slots["name"].value]]
+        elif "name" in result.unmatched_entities:
+            heard = result.unmatched_entities["name"].text
+            request.entities, request.doubtful, request.ambiguous = self._closest(
+                heard, [e for e in self._entities if not allowed or e.domain in allowed]
+            )
+        elif request.intent == "HassClimateGetTemperature":
+            request.entities = [
+                e
+                for e in self._entities
+                if (not area or e.area == area) and e.domain in ("sensor", "climate")
+            ]
+        elif area or domain:
+            request.entities = [
+                e
+                for e in self._entities
+                if (not area or e.area == area)
+                and (not domain or e.domain == domain)
+                and (not device_class or self._device_class(e) == device_class)
+                and e.domain != "sensor"
+            ]
+        return request
+
+    def _device_class(self, entity: Entity) -> str:
+        state = self._home.states.get(entity.entity_id) or {}
+        return str(state.get("attributes", {}).get("device_class") or "")
+
+    def _closest(self, heard: str, candidates: list[Entity]) -> tuple[list[Entity], bool, bool]:
+        """(entities, doubtful, ambiguous) for a name not heard exactly."""
+        heard = normalise(heard).removeprefix("the ").strip()
+        scored = []
+        for e in candidates:
+            if e.domain == "sensor":
+                continue
+            best = max(fuzz.token_set_ratio(heard, normalise(n)) for n in (e.name, *e.aliases))
+            scored.append((best, e))
+        scored.sort(key=lambda p: -p[0])
+        if not scored or scored[0][0] < NAME_MAYBE:
+            return [], False, False
+        top = scored[0][0]
+        tied = sorted((e for s, e in scored if s >= top - NAME_TIE), key=lambda e: e.name)
+        if len(tied) > 1:
+            return tied, False, True
+        return [scored[0][1]], top < NAME_SURE, False
+
+
+class HomeCommands(FrameProcessor):
+    """Carries out plain home commands and answers state questions without the LLM."""
+
+    def __init__(self, actions: HomeActions, **kwargs):
+        super().__init__(**kwargs)
+        self._actions = actions
+        home = actions.home
+        self._matcher = HomeMatcher(home) if home is not None else None
+        self._timer: asyncio.Task | None = None
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, StartFrame) and self._actions.home is not None:
+            # In the background: Nabu talks at once whether or not the home answers.
+            await self._actions.home.start()
+        if not (isinstance(frame, TranscriptionFrame) and frame.text.strip()):
+            await self.push_frame(frame, direction)
+            return
+        if self._actions.waiting:
+            self._cancel_timer()
+            if self._actions.is_answer(frame.text, is_yes, is_no):
+                await self.push_frame(consumed(frame), direction)
+                self.create_task(self._answer(frame.text), "home-answer")
+                return
+            # Not an answer: the question is cancelled (and that said); his words go on.
+            reply, _ = await self._actions.answer(frame.text, is_yes, is_no)
+            if reply:
+                await self.push_frame(TTSSpeakFrame(reply, append_to_context=False))
+        request = self._match(frame.text)
+        if request is None:
+            await self.push_frame(frame, direction)
+            return
+        started = time.monotonic()
+        # Close the turn at once; the home may take a moment and audio must keep flowing.
+        await self.push_frame(consumed(frame), direction)
+        self.create_task(self._carry_out(request, frame.text, started), "home-command")
+
+    def _match(self, text: str) -> HomeRequest | None:
+        if self._matcher is None:
+            return None
+        try:
+            return self._matcher.match(text)
+        except Exception as e:  # a matcher bug must not cost Warren his sentence
+            logger.exception(f"{self}: matching [{text}] failed: {e}")
+            return None
+
+    async def reply(self, request: HomeRequest) -> str:
+        """The one sentence Warren hears for `request`, failures included."""
+        try:
+            return await self.handle(request)
+        except HomeAssistantError as e:
+            return e.spoken
+        except Exception as e:
+            logger.exception(f"{self}: {request.intent} failed: {e}")
+            return "Sorry, something went wrong with your home system."
+
+    async def _carry_out(self, request: HomeRequest, text: str, started: float) -> None:
+        reply = await self.reply(request)
+        logger.info(
+            f"{self}: [{text}] -> {request.intent} "
+            f"{[e.entity_id for e in request.entities]}: [{reply}] "
+            f"({time.monotonic() - started:.2f}s)"
+        )
+        await self.push_frame(TTSSpeakFrame(reply, append_to_context=False))
+        if self._actions.pending_question:
+            self._start_timer()
+
+    async def handle(self, request: HomeRequest) -> str:
+        actions = self._actions
+        if not request.entities:
+            return "I couldn't find that in your home."
+        if request.is_question:
+            return await self._answer_question(request)
+        if request.ambiguous:
+            verb = ACTS.get(request.intent, "set_temperature")
+            return actions.choose([self._plan(e, verb, request) for e in request.entities])
+        verb = ACTS.get(request.intent, "set_temperature")
+        planned = []
+        for entity in request.entities:
+            try:
+                planned.append(self._plan(entity, verb, request))
+            except ValueError:
+                continue
+        if not planned:
+            return f"I can't do that with {spoken_name(request.entities[0])}."
+        return await actions.request(planned, doubtful=request.doubtful)
+
+    def _plan(self, entity: Entity, verb: str, request: HomeRequest) -> Action:
+        home = self._actions.home
+        state = home.states.get(entity.entity_id) if home else None
+        temperature_c = None
+        if request.temperature is not None:
+            temperature_c = to_celsius(request.temperature, self._actions.locale.temperature_unit)
+        return plan(entity, verb, state, self._actions.config, self._actions.locale, temperature_c)
+
+    async def _answer_question(self, request: HomeRequest) -> str:
+        actions = self._actions
+        if request.ambiguous:
+            names = [spoken_name(e) for e in request.entities]
+            return capitalised(f"Do you mean {', '.join(names[:-1])} or {names[-1]}?")
+        if request.intent == "HassClimateGetTemperature":
+            sensors = [e for e in request.entities if e.domain == "sensor"] or request.entities
+            entity = sensors[0]
+            return describe_state(entity, await actions.state_of(entity), actions.locale)
+        if request.state and len(request.entities) == 1:
+            entity = request.entities[0]
+            state = await actions.state_of(entity)
+            sentence = describe_state(entity, state, actions.locale)
+            if state is None or state.get("state") in ("unavailable", "unknown"):
+                return sentence
+            return (
+                ("Yes, " if state.get("state") == request.state else "No, ")
+                + sentence[:1].lower()
+                + sentence[1:]
+            )
+        said = [
+            describe_state(e, await actions.state_of(e), actions.locale) for e in request.entities
+        ]
+        return " ".join(said[:4])
+
+    def _start_timer(self) -> None:
+        self._cancel_timer()
+        self._timer = self.create_task(self._expire(), "home-confirm-timeout")
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            task, self._timer = self._timer, None
+            if not task.done():
+                task.cancel()
+
+    async def _expire(self) -> None:
+        await asyncio.sleep(self._actions.config.confirm_timeout_s)
+        sentence = self._actions.expired()
+        self._timer = None
+        if sentence:
+            await self.push_frame(TTSSpeakFrame(sentence, append_to_context=False))
+
+    async def _answer(self, text: str) -> None:
+        try:
+            reply, _ = await self._actions.answer(text, is_yes, is_no)
+        except HomeAssistantError as e:
+            reply = e.spoken
+        logger.info(f"{self}: answer [{text}] -> [{reply}]")
+        if reply:
+            await self.push_frame(TTSSpeakFrame(reply, append_to_context=False))
+        if self._actions.pending_question:
+            self._start_timer()
+
+    async def cleanup(self):
+        self._cancel_timer()
+        if self._actions.home is not None:
+            await self._actions.home.close()
+        await super().cleanup()
