@@ -46,6 +46,7 @@ from nabu_pipeline import engines
 from nabu_pipeline.config import NabuConfig
 from nabu_pipeline.home_actions import HomeActions
 from nabu_pipeline.home_assistant import HomeAssistant
+from nabu_pipeline.home_tools import register_home_tools
 from nabu_pipeline.latency import LatencyObserver
 from nabu_pipeline.prompts import system_prompt
 from processors.echo_canceller import EchoCanceller, EchoReference, EchoReferenceTap
@@ -238,6 +239,8 @@ def build_session(
     tts = build_tts(config)
     conv = config.conversation
     home = build_home(config)
+    if home is not None:
+        register_home_tools(llm, context, home)
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
         context, user_params=user_turn_params(config)
     )
