@@ -85,7 +85,7 @@ async def test_spoken_command_acts_without_the_llm(tmp_path, synth, whisper_tiny
 async def test_spoken_unlock_stays_locked_until_yes(
     tmp_path, synth, whisper_tiny, home_config, ha
 ):
-    ask = synth("Unlock the front door.", "unlock")
+    ask = synth("Please unlock the front door.", "unlock")
     yes = synth("Yes.", "yes")
     seen = []
 
