@@ -20,8 +20,15 @@ from pipecat.services.llm_service import FunctionCallParams, LLMService
 from rapidfuzz import fuzz
 
 from nabu_pipeline.config import HomeAssistantConfig, LocaleConfig
-from nabu_pipeline.home_actions import HomeActions, describe_state, plan, spoken_name, to_celsius
-from nabu_pipeline.home_assistant import Entity, HomeAssistantError
+from nabu_pipeline.home_actions import (
+    NOT_CONFIGURED,
+    HomeActions,
+    describe_state,
+    plan,
+    spoken_name,
+    to_celsius,
+)
+from nabu_pipeline.home_assistant import REFUSED, UNREACHABLE, Entity, HomeAssistantError
 from processors.text_normalise import normalise
 
 READ = "get_home_state"
@@ -142,10 +149,18 @@ def register_home_tools(llm: LLMService, context: LLMContext, actions: HomeActio
     llm.register_function(ACT, act, cancel_on_interruption=False)
 
 
-async def _read(actions: HomeActions, names: list[str], area: str) -> str:
+def _require_home(actions: HomeActions) -> None:
+    """Raise Warren's sentence when the home cannot be asked (rather than "no such device")."""
     home = actions.home
     if home is None:
-        return "No home system is connected."
+        raise HomeAssistantError(NOT_CONFIGURED)
+    if not home.connected and not home.entities():
+        raise HomeAssistantError(REFUSED if home.refused else UNREACHABLE)
+
+
+async def _read(actions: HomeActions, names: list[str], area: str) -> str:
+    _require_home(actions)
+    home = actions.home
     if names:
         found: list[Entity] = []
         for name in names:
@@ -160,6 +175,7 @@ async def _read(actions: HomeActions, names: list[str], area: str) -> str:
 
 
 async def _act(actions: HomeActions, args) -> str:
+    _require_home(actions)
     verb = str(args.get("action") or "")
     names = list(args.get("names") or [])
     if verb not in ACTIONS or not names:

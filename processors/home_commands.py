@@ -38,7 +38,7 @@ from nabu_pipeline.home_actions import (
     spoken_name,
     to_celsius,
 )
-from nabu_pipeline.home_assistant import Entity, HomeAssistantError
+from nabu_pipeline.home_assistant import REFUSED, UNREACHABLE, Entity, HomeAssistantError
 from processors.consumed_transcript import consumed
 from processors.text_normalise import matches_phrase, normalise
 
@@ -51,6 +51,12 @@ NAME_SURE = 90.0
 NAME_MAYBE = 75.0
 # Two names within this many points of each other both fit: Warren is asked which.
 NAME_TIE = 5.0
+
+# Words that make a sentence about the house when no device names are known yet.
+HOME_WORDS = frozenset(
+    "turn switch lock unlock locked unlocked open close shut closed heating heater thermostat "
+    "temperature light lights lamp door garage gate".split()
+)
 
 # Yes and no to Nabu's read-back. One place, to be swapped for the shared phrase matcher
 # (processors/phrases.py, Command.YES / Command.NO) once it is on main.
@@ -78,6 +84,8 @@ class HomeRequest:
     state: str = ""
     temperature: float | None = None
     response: str = ""
+    unreachable: bool = False
+    """The home has not answered since Nabu started: the sentence is only recognised."""
 
     @property
     def is_question(self) -> bool:
@@ -117,11 +125,11 @@ class HomeMatcher:
 
     def match(self, text: str) -> HomeRequest | None:
         self._refresh()
-        if not self._entities:
-            return None
         spoken = normalise(text)
         if not spoken:
             return None
+        if not self._entities:
+            return self._match_blind(spoken)
         strict = list(recognize_all(spoken, self._intents, slot_lists=self._slots, language="en"))
         # A device named as Warren named it beats an area-and-kind reading of the same
         # words ("close the garage door": the Garage Door, not doors in the garage).
@@ -143,6 +151,36 @@ class HomeMatcher:
             return None
         request = self._resolve(loose)
         return request if request is not None and request.entities else None
+
+    def _match_blind(self, spoken: str) -> HomeRequest | None:
+        """A home command while the home has never answered: say so rather than guess."""
+        if self._home.connected:
+            return None  # an empty home: nothing here is a home command
+        # With no names to match, templates that are all slots fit any sentence; only
+        # words that speak of the house make it a home command.
+        if not set(spoken.split()) & HOME_WORDS:
+            return None
+        for loose in recognize_all(
+            spoken,
+            self._intents,
+            slot_lists=self._empty_slots(),
+            language="en",
+            allow_unmatched_entities=True,
+        ):
+            if set(loose.unmatched_entities) - {"name", "domain", "area"}:
+                continue
+            sentence = loose.intent_sentence.text if loose.intent_sentence else ""
+            if sentence.replace("[<the>]", "").strip() == "{name}":
+                continue  # a bare name: anything at all would match it
+            if loose.intent.name == "HassGetState" and "state" not in loose.entities:
+                continue  # "what's the capital of France?" is not about the home
+            return HomeRequest(intent=loose.intent.name, unreachable=True)
+        return None
+
+    @staticmethod
+    def _empty_slots() -> dict:
+        empty = TextSlotList.from_tuples([], allow_template=False)
+        return {"name": empty, "area": empty, "floor": empty}
 
     def _resolve(self, result) -> HomeRequest | None:
         """The devices a recognised sentence is about (none: it doesn't fit this home)."""
@@ -279,6 +317,9 @@ class HomeCommands(FrameProcessor):
 
     async def handle(self, request: HomeRequest) -> str:
         actions = self._actions
+        if request.unreachable:
+            home = actions.home
+            raise HomeAssistantError(REFUSED if home is not None and home.refused else UNREACHABLE)
         if not request.entities:
             return "I couldn't find that in your home."
         if request.is_question:

@@ -211,3 +211,24 @@ async def test_home_assistant_stopped_mid_conversation(ha):
         assert await home.say("Is the front door locked?") == UNREACHABLE
         assert time.monotonic() - started < 8
     await asyncio.to_thread(ha.start)
+
+
+async def test_home_down_from_the_start_is_said_not_guessed():
+    from nabu_pipeline.scripted_llm import refused_url
+
+    config = HomeAssistantConfig(url=refused_url().removesuffix("/v1"), token="t")
+    client = HomeAssistant(config)
+    actions = HomeActions(client, config, LocaleConfig())
+    stage = HomeCommands(actions)
+    matcher = HomeMatcher(client)
+    await client.start()
+    try:
+        assert not await client.wait_ready(0.5)
+        request = matcher.match("Turn on the kitchen light.")
+        assert request is not None
+        assert await stage.reply(request) == UNREACHABLE
+        assert await stage.reply(matcher.match("Is the front door locked?")) == UNREACHABLE
+        # Not a home command at all: the LLM answers it as ever.
+        assert matcher.match("What's the capital of France?") is None
+    finally:
+        await client.close()

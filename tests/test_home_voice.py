@@ -82,9 +82,7 @@ async def test_spoken_command_acts_without_the_llm(tmp_path, synth, whisper_tiny
     assert result.turns and result.turns[0].get("voice_to_voice_s") is not None, result.turns
 
 
-async def test_spoken_unlock_stays_locked_until_yes(
-    tmp_path, synth, whisper_tiny, home_config, ha
-):
+async def test_spoken_unlock_stays_locked_until_yes(tmp_path, synth, whisper_tiny, home_config, ha):
     ask = synth("Please unlock the front door.", "unlock")
     yes = synth("Yes.", "yes")
     seen = []
@@ -136,9 +134,7 @@ async def test_llm_path_issues_a_real_tool_call(tmp_path, synth, whisper_tiny, h
     assert {"heating", "72"} <= words or {"heating", "seventy"} <= words, words
 
 
-async def test_llm_path_unlock_is_confirmed_by_nabu(
-    tmp_path, synth, whisper_tiny, home_config, ha
-):
+async def test_llm_path_unlock_is_confirmed_by_nabu(tmp_path, synth, whisper_tiny, home_config, ha):
     ask = synth("Could you let my daughter in?", "let_in")
     yes = synth("Yes.", "yes")
     model = tool_then_say([ToolCall(ACT, {"names": ["front door"], "action": "unlock"})])
@@ -151,6 +147,8 @@ async def test_llm_path_unlock_is_confirmed_by_nabu(
         await talk(home_config(server.url), [ask, yes], tmp_path / "out.wav", after_reply=after)
     assert seen == ["locked", "unlocked"], seen
     # The yes went to Nabu's confirmation, not to the model.
-    assert len(server.user_texts()) == 2 and all("yes" not in t.lower() for t in server.user_texts())
+    assert len(server.user_texts()) == 2 and all(
+        "yes" not in t.lower() for t in server.user_texts()
+    )
     words = heard(whisper_tiny, tmp_path / "out.wav")
     assert {"shall", "unlock", "front", "door", "unlocked"} <= words, words
