@@ -56,6 +56,10 @@ def _fmt(v) -> str:
 
 def summary_table(results: dict) -> str:
     suite = results["suite"]
+    if suite == "home":
+        from benchmarks.home import summary_table as home_summary
+
+        return home_summary(results)
     if suite == "paused":
         lines = [
             f"{results['items']} sentences, {results['pauses']} pauses of 0.5-1.2 s",
@@ -124,6 +128,10 @@ def summary_table(results: dict) -> str:
 
 
 def markdown(results: dict, plots: list[Path]) -> str:
+    if results["suite"] == "home":
+        from benchmarks.home import markdown as home_markdown
+
+        return home_markdown(results)
     if results["suite"] == "accuracy":
         return _accuracy_markdown(results, plots)
     if results["suite"] in ("paused", "nospeech", "vocabulary"):
@@ -281,7 +289,7 @@ def _hearing_markdown(r: dict, plots: list[Path]) -> str:
 
 
 def plots(results: dict, out: Path) -> list[Path]:
-    if results["suite"] in ("nospeech", "vocabulary"):
+    if results["suite"] in ("nospeech", "vocabulary", "home"):
         return []
     if results["suite"] == "paused":
         return [_paused_plot(results, out)]

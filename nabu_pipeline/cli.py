@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="latency and accuracy benchmarks")
     bench.add_argument(
         "--suite",
-        choices=("latency", "accuracy", "paused", "nospeech", "vocabulary"),
+        choices=("latency", "accuracy", "paused", "nospeech", "vocabulary", "home"),
         default="latency",
     )
     bench.add_argument("--manifest", type=Path, default=None)
