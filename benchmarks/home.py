@@ -158,11 +158,22 @@ def _pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 3) if values else None
 
 
+def _ha_fixture():
+    """The tests' Home Assistant fixture (tests/home_assistant/core.py) of this checkout."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "tests" / "home_assistant" / "core.py"
+    if not path.is_file():
+        raise SystemExit(f"nabu bench --suite home needs the repository checkout ({path})")
+    spec = importlib.util.spec_from_file_location("nabu_test_home_assistant", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_home(args, config: NabuConfig) -> dict:
-    try:
-        from tests.home_assistant.core import HA_VERSION, HomeAssistantCore
-    except ImportError as e:  # an installed wheel without the repository's tests/
-        raise SystemExit(f"nabu bench --suite home needs the repository checkout: {e}") from None
+    core_module = _ha_fixture()
+    HA_VERSION, HomeAssistantCore = core_module.HA_VERSION, core_module.HomeAssistantCore
     from nabu_pipeline.talk import talk
 
     work = Path(tempfile.mkdtemp(prefix="nabu-home-bench-"))
@@ -229,15 +240,18 @@ async def _conversation(conv, core, server, data, clips, work, talk, n) -> list[
 
     config = NabuConfig(**data)
     result = await talk(config, inputs, work / f"{conv.name}-{n}.wav", after_reply=after_reply)
-    turns = result.turns
+    # On a loaded machine a late transcript can land in its own turn record, after the
+    # record its reply went to: pair what was heard and what was said by order instead.
+    heard = [t for t in result.turns if (t.get("transcript") or "").strip()]
+    said = [t for t in result.turns if (t.get("reply") or "").strip()]
     rows = []
     for i, turn in enumerate(conv.turns):
-        record = turns[i] if i < len(turns) else {}
+        record = said[i] if i < len(said) else {}
         llm_calls = requests_at[i + 1] - requests_at[i] if i + 1 < len(requests_at) else 0
         row = {
             "conversation": conv.name,
             "said": turn.say,
-            "heard": (record.get("transcript") or "").strip(),
+            "heard": heard[i]["transcript"].strip() if i < len(heard) else "",
             "path": "LLM" if llm_calls else "local",
             "entity": turn.watch,
             "before": _state_words(before[i] if i < len(before) else None),

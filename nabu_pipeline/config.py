@@ -244,6 +244,9 @@ class TurnConfig(_Frozen):
     are 0.5-1.2 s, and resumed speech is noticed ~0.2 s after it starts (vad_start_s): on the
     paused suite 1.3 s still cut 12 of 20 sentences, 1.6 s 5 (mostly Whisper, not timing).
     The reply is prepared meanwhile; 0 disables the hold."""
+    complete_command_hold_s: float = Field(default=0.3, ge=0, le=5)
+    """The hold for a reply to an utterance that is already complete (a whole home command,
+    a yes or no to Nabu's question): it need not wait out pause_tolerance_s."""
     vad_stop_s: float = Field(default=0.2, gt=0, le=2)
     """Silence that ends a VAD segment (smart-turn expects 0.2)."""
     vad_start_s: float = Field(default=0.2, gt=0, le=1)

@@ -244,6 +244,7 @@ def build_session(
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
         context, user_params=user_turn_params(config)
     )
+    release_gate = SpeechReleaseGate(config.turn.pause_tolerance_s, utterance)
     echo = EchoReference(config.audio.in_sample_rate_hz)
     aec_on = config.audio.echo_cancellation
     processors = {
@@ -269,12 +270,23 @@ def build_session(
             length_scale_max=config.tts.length_scale_max,
             nothing_to_repeat=conv.nothing_to_repeat,
         ),
-        **({"home": HomeCommands(home)} if home else {}),
+        **(
+            {
+                "home": HomeCommands(
+                    home,
+                    on_complete=lambda: release_gate.complete_utterance(
+                        config.turn.complete_command_hold_s
+                    ),
+                )
+            }
+            if home
+            else {}
+        ),
         "user": user_aggregator,
         "history": HistoryWindow(conv.history_turns, utterance),
         "llm": llm,
         "tts": tts,
-        "release_gate": SpeechReleaseGate(config.turn.pause_tolerance_s, utterance),
+        "release_gate": release_gate,
         "output": transport.output(),
         **({"echo_reference": EchoReferenceTap(echo)} if aec_on else {}),
         "assistant": assistant_aggregator,

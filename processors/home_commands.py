@@ -251,9 +251,12 @@ class HomeMatcher:
 class HomeCommands(FrameProcessor):
     """Carries out plain home commands and answers state questions without the LLM."""
 
-    def __init__(self, actions: HomeActions, **kwargs):
+    def __init__(self, actions: HomeActions, on_complete=None, **kwargs):
+        """`on_complete`: awaited when an utterance is a whole command or an answer, so its
+        reply need not wait out the pause hold (SpeechReleaseGate.complete_utterance)."""
         super().__init__(**kwargs)
         self._actions = actions
+        self._on_complete = on_complete
         home = actions.home
         self._matcher = HomeMatcher(home) if home is not None else None
         self._timer: asyncio.Task | None = None
@@ -269,6 +272,7 @@ class HomeCommands(FrameProcessor):
         if self._actions.waiting:
             self._cancel_timer()
             if self._actions.is_answer(frame.text, is_yes, is_no):
+                await self._complete()
                 await self.push_frame(consumed(frame), direction)
                 self.create_task(self._answer(frame.text), "home-answer")
                 return
@@ -281,9 +285,14 @@ class HomeCommands(FrameProcessor):
             await self.push_frame(frame, direction)
             return
         started = time.monotonic()
+        await self._complete()
         # Close the turn at once; the home may take a moment and audio must keep flowing.
         await self.push_frame(consumed(frame), direction)
         self.create_task(self._carry_out(request, frame.text, started), "home-command")
+
+    async def _complete(self) -> None:
+        if self._on_complete is not None:
+            await self._on_complete()
 
     def _match(self, text: str) -> HomeRequest | None:
         if self._matcher is None:

@@ -232,3 +232,28 @@ async def test_home_down_from_the_start_is_said_not_guessed():
         assert matcher.match("What's the capital of France?") is None
     finally:
         await client.close()
+
+
+def test_home_assistant_config_from_the_environment(tmp_path):
+    from nabu_pipeline.config import load_config
+
+    config = load_config(env={"NABU_HA_URL": "http://ha.local:8123", "NABU_HA_TOKEN": "s3cret"})
+    assert config.home_assistant.url == "http://ha.local:8123"
+    assert config.home_assistant.is_configured
+    assert "s3cret" not in repr(config.home_assistant) and "s3cret" not in str(config)
+    assert not load_config(env={}).home_assistant.is_configured
+    path = tmp_path / "c.yaml"
+    path.write_text("home_assistant:\n  url: http://x:8123\n  token: abc\n  timeout_s: 2\n")
+    assert load_config(path, env={}).home_assistant.timeout_s == 2
+
+
+async def test_nabu_talks_when_home_assistant_is_not_configured_or_down(tmp_path, config_for):
+    """The whole pipeline starts and answers with no home, and with a home that is down."""
+    from nabu_pipeline.pipeline import build_session
+    from nabu_pipeline.scripted_llm import refused_url
+    from transports.wav_file import WavFileTransport, wav_transport_params
+
+    for home in ({}, {"url": refused_url().removesuffix("/v1"), "token": "t"}):
+        config = config_for(None, home_assistant=home)
+        session = build_session(config, WavFileTransport(wav_transport_params(16000, 24000)))
+        assert ("home" in session.parts) == bool(home)

@@ -152,3 +152,16 @@ async def test_llm_path_unlock_is_confirmed_by_nabu(tmp_path, synth, whisper_tin
     )
     words = heard(whisper_tiny, tmp_path / "out.wav")
     assert {"shall", "unlock", "front", "door", "unlocked"} <= words, words
+
+
+async def test_nabu_talks_normally_when_home_assistant_is_down(tmp_path, config_for):
+    from nabu_pipeline.scripted_llm import refused_url
+
+    from .conftest import CLIPS
+
+    down = {"url": refused_url().removesuffix("/v1"), "token": "t"}
+    with ScriptedLLMServer(Script(reply="Go forward ten metres.", ttft_s=0.1)) as server:
+        config = config_for(server.url, home_assistant=down, stt={"model": "tiny.en"})
+        result = await talk(config, [CLIPS / "goforward.wav"], tmp_path / "out.wav")
+    assert len(server.requests) == 1
+    assert result.output_s > 1.0 and "Go forward" in result.turns[0]["reply"]
