@@ -48,7 +48,7 @@ HANDLED = {*ACTS, *QUESTIONS, "HassClimateSetTemperature"}
 # A name heard this close (rapidfuzz 0-100) to a device's name is that device ...
 NAME_SURE = 90.0
 # ... this close, it is read back first; below it the words are not a home command.
-NAME_MAYBE = 75.0
+NAME_MAYBE = 60.0
 # Two names within this many points of each other both fit: Warren is asked which.
 NAME_TIE = 5.0
 
