@@ -62,6 +62,7 @@ class Home:
             reply, consumed = await self.actions.answer(text, is_yes, is_no)
             if consumed:
                 return reply
+        self.matcher.refresh()
         request = self.matcher.match(text)
         if request is None:
             return None
@@ -224,6 +225,7 @@ async def test_home_down_from_the_start_is_said_not_guessed():
     await client.start()
     try:
         assert not await client.wait_ready(0.5)
+        matcher.refresh()
         request = matcher.match("Turn on the kitchen light.")
         assert request is not None
         assert await stage.reply(request) == UNREACHABLE
