@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 import home_assistant_intents
-from hassil import Intents, recognize_all, recognize_best
+from hassil import Intents, recognize_all
 from hassil.intents import TextSlotList
 from hassil.models import MatchEntity
 from loguru import logger
@@ -51,6 +51,9 @@ NAME_SURE = 90.0
 NAME_MAYBE = 60.0
 # Two names within this many points of each other both fit: Warren is asked which.
 NAME_TIE = 5.0
+
+# Words around a name that do not make it another name.
+FILLER_WORDS = frozenset({"the", "a", "my", "our", "that", "this", "please"})
 
 # Words that make a sentence about the house when no device names are known yet.
 HOME_WORDS = frozenset(
@@ -84,6 +87,8 @@ class HomeRequest:
     state: str = ""
     temperature: float | None = None
     response: str = ""
+    name_score: float = 100.0
+    """How close the name heard was to the device's (rapidfuzz, 100 = exact)."""
     unreachable: bool = False
     """The home has not answered since Nabu started: the sentence is only recognised."""
 
@@ -139,19 +144,25 @@ class HomeMatcher:
             request = self._resolve(result)
             if request is not None and request.entities:
                 return request
-        loose = recognize_best(
+        candidates: list[HomeRequest] = []
+        for loose in recognize_all(
             spoken,
             self._intents,
             slot_lists=self._slots,
             language="en",
             allow_unmatched_entities=True,
-        )
-        if loose is None or set(loose.unmatched_entities) - {"name", "domain"}:
-            return None
-        if "name" not in loose.unmatched_entities:
-            return None
-        request = self._resolve(loose)
-        return request if request is not None and request.entities else None
+        ):
+            if set(loose.unmatched_entities) - {"name", "domain"}:
+                continue
+            if "name" not in loose.unmatched_entities:
+                continue
+            if loose.intent.name == "HassGetState" and "state" not in loose.entities:
+                continue  # "tell me ..." with no state asked about is not about the home
+            request = self._resolve(loose)
+            if request is not None and request.entities:
+                candidates.append(request)
+        # The reading whose name came closest to a device's name.
+        return max(candidates, key=lambda r: r.name_score, default=None)
 
     def _match_blind(self, spoken: str) -> HomeRequest | None:
         """A home command while the home has never answered: say so rather than guess."""
@@ -206,9 +217,10 @@ class HomeMatcher:
             request.entities = [by_id[slots["name"].value]]
         elif "name" in result.unmatched_entities:
             heard = result.unmatched_entities["name"].text
-            request.entities, request.doubtful, request.ambiguous = self._closest(
+            closest = self._closest(
                 heard, [e for e in self._entities if not allowed or e.domain in allowed]
             )
+            request.entities, request.doubtful, request.ambiguous, request.name_score = closest
         elif request.intent == "HassClimateGetTemperature":
             request.entities = [
                 e
@@ -230,23 +242,31 @@ class HomeMatcher:
         state = self._home.states.get(entity.entity_id) or {}
         return str(state.get("attributes", {}).get("device_class") or "")
 
-    def _closest(self, heard: str, candidates: list[Entity]) -> tuple[list[Entity], bool, bool]:
-        """(entities, doubtful, ambiguous) for a name not heard exactly."""
+    def _closest(
+        self, heard: str, candidates: list[Entity]
+    ) -> tuple[list[Entity], bool, bool, float]:
+        """(entities, doubtful, ambiguous, score) for a name not heard exactly."""
         heard = normalise(heard).removeprefix("the ").strip()
+        heard_words = set(heard.split()) - FILLER_WORDS
         scored = []
         for e in candidates:
             if e.domain == "sensor":
                 continue
-            best = max(fuzz.token_set_ratio(heard, normalise(n)) for n in (e.name, *e.aliases))
-            scored.append((best, e))
+            names = [normalise(n) for n in (e.name, *e.aliases)]
+            # More than one word that is in none of its names: a sentence, not a name
+            # ("tell me a story about the kitchen" is not the kitchen light).
+            joined = max(fuzz.ratio(heard.replace(" ", ""), n.replace(" ", "")) for n in names)
+            if min(len(heard_words - set(n.split())) for n in names) > 1 and joined < NAME_SURE:
+                continue
+            scored.append((max(joined, *(fuzz.token_set_ratio(heard, n) for n in names)), e))
         scored.sort(key=lambda p: -p[0])
         if not scored or scored[0][0] < NAME_MAYBE:
-            return [], False, False
+            return [], False, False, 0.0
         top = scored[0][0]
         tied = sorted((e for s, e in scored if s >= top - NAME_TIE), key=lambda e: e.name)
         if len(tied) > 1:
-            return tied, False, True
-        return [scored[0][1]], top < NAME_SURE, False
+            return tied, False, True, top
+        return [scored[0][1]], top < NAME_SURE, False, top
 
 
 class HomeCommands(FrameProcessor):

@@ -259,3 +259,15 @@ async def test_nabu_talks_when_home_assistant_is_not_configured_or_down(tmp_path
         config = config_for(None, home_assistant=home)
         session = build_session(config, WavFileTransport(wav_transport_params(16000, 24000)))
         assert ("home" in session.parts) == bool(home)
+
+
+async def test_a_name_heard_roughly_is_read_back(ha):
+    async with Home(ha) as home:
+        # Whisper base heard Piper's "garage door" as "grouch door".
+        assert await home.say("Close the grouch door.") == "Shall I close the garage door?"
+        assert await home.say("Turn on the bed room light.") == "The bedroom light is on."
+        assert await home.say("Turn on the kitchen lamps.") == "The kitchen light is on."
+        # Two lamps: he is asked which, and his answer picks one.
+        assert await home.say("Turn the lamp on.") == "The kitchen light or the living room lamp?"
+        assert await home.say("The living room one.") == "The living room lamp is on."
+        assert ha.state("light.living_room_lamp")["state"] == "on"
