@@ -225,6 +225,8 @@ class HomeActions:
         self._clock = clock
         self._pending: _Pending | None = None
         self._choice: list[Action] | None = None
+        self.on_question: Callable[[], None] | None = None
+        """Called when a read-back question is asked, by either path (starts its timeout)."""
 
     @property
     def available(self) -> bool:
@@ -248,6 +250,8 @@ class HomeActions:
             question = f"Shall I {what}?"
             self._pending = _Pending(actions, self._clock(), question)
             logger.info(f"Home: asking before acting: {question}")
+            if self.on_question is not None:
+                self.on_question()
             return question
         return await self.perform(actions)
 

@@ -281,6 +281,8 @@ class HomeCommands(FrameProcessor):
         home = actions.home
         self._matcher = HomeMatcher(home) if home is not None else None
         self._timer: asyncio.Task | None = None
+        # The LLM's tools ask through the same HomeActions: their questions time out too.
+        actions.on_question = self._start_timer
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
@@ -344,8 +346,6 @@ class HomeCommands(FrameProcessor):
             f"({time.monotonic() - started:.2f}s)"
         )
         await self.push_frame(TTSSpeakFrame(reply, append_to_context=False))
-        if self._actions.pending_question:
-            self._start_timer()
 
     async def handle(self, request: HomeRequest) -> str:
         actions = self._actions
@@ -356,9 +356,6 @@ class HomeCommands(FrameProcessor):
             return "I couldn't find that in your home."
         if request.is_question:
             return await self._answer_question(request)
-        if request.ambiguous:
-            verb = ACTS.get(request.intent, "set_temperature")
-            return actions.choose([self._plan(e, verb, request) for e in request.entities])
         verb = ACTS.get(request.intent, "set_temperature")
         planned = []
         for entity in request.entities:
@@ -368,7 +365,9 @@ class HomeCommands(FrameProcessor):
                 continue
         if not planned:
             return f"I can't do that with {spoken_name(request.entities[0])}."
-        return await actions.request(planned, doubtful=request.doubtful)
+        if request.ambiguous and len(planned) > 1:
+            return actions.choose(planned)
+        return await actions.request(planned, doubtful=request.doubtful or request.ambiguous)
 
     def _plan(self, entity: Entity, verb: str, request: HomeRequest) -> Action:
         home = self._actions.home
@@ -428,8 +427,6 @@ class HomeCommands(FrameProcessor):
         logger.info(f"{self}: answer [{text}] -> [{reply}]")
         if reply:
             await self.push_frame(TTSSpeakFrame(reply, append_to_context=False))
-        if self._actions.pending_question:
-            self._start_timer()
 
     async def cleanup(self):
         self._cancel_timer()

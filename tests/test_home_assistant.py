@@ -46,6 +46,7 @@ class Home:
         self.client = HomeAssistant(self.config)
         self.actions = HomeActions(self.client, self.config, locale or LocaleConfig())
         self.stage = HomeCommands(self.actions)
+        self.actions.on_question = None  # the stage's timer needs a running pipeline
         self.matcher = HomeMatcher(self.client)
 
     async def __aenter__(self):

@@ -165,3 +165,35 @@ async def test_nabu_talks_normally_when_home_assistant_is_down(tmp_path, config_
         result = await talk(config, [CLIPS / "goforward.wav"], tmp_path / "out.wav")
     assert len(server.requests) == 1
     assert result.output_s > 1.0 and "Go forward" in result.turns[0]["reply"]
+
+
+async def test_silence_after_the_question_cancels_and_says_so(
+    tmp_path, synth, whisper_tiny, home_config, ha
+):
+    import numpy as np
+    import soundfile as sf
+
+    ask = synth("Please unlock the front door.", "unlock")
+    silence = tmp_path / "silence.wav"
+    sf.write(str(silence), np.zeros(16000 * 6, dtype=np.float32), 16000, subtype="PCM_16")
+    with ScriptedLLMServer(Script(reply="The LLM answered.")) as server:
+        config = home_config(server.url)
+        config = config.model_copy(
+            update={
+                "home_assistant": config.home_assistant.model_copy(
+                    update={"confirm_timeout_s": 3.0}
+                )
+            }
+        )
+        await talk(config, [ask, silence], tmp_path / "out.wav")
+    assert ha.state("lock.front_door")["state"] == "locked"
+    words = heard(whisper_tiny, tmp_path / "out.wav")
+    # "I didn't hear a yes, so I won't unlock the front door."
+    assert {"shall", "unlock", "hear", "yes", "won't"} <= words or {
+        "shall",
+        "hear",
+        "yes",
+        "will",
+        "not",
+    } <= words, words
+    assert server.requests == []
