@@ -29,6 +29,7 @@ from nabu_pipeline.home_actions import (
     to_celsius,
 )
 from nabu_pipeline.home_assistant import REFUSED, UNREACHABLE, Entity, HomeAssistantError
+from processors.openai_llm import last_user_text
 from processors.text_normalise import normalise
 
 READ = "get_home_state"
@@ -116,6 +117,22 @@ def find(actions: HomeActions, name: str, area: str = "") -> list[Entity]:
     return [e for s, e in scored if s >= scored[0][0] - 5]
 
 
+QUESTION_NEVER_ACTS = (
+    "Nothing was changed: Warren asked a question. Answer it (get_home_state reads the "
+    "home); ask him whether he wants it changed."
+)
+_QUESTION_WORDS = frozenset(
+    "is are was were what whats which how does do did where who when has have isn't aren't "
+    "doesn't".split()
+)
+
+
+def is_question(text: str) -> bool:
+    """ "Is the light on?" asks; "Could you turn the light on?" is a polite request."""
+    words = normalise(text).replace("what's", "whats").split()
+    return bool(words) and words[0] in _QUESTION_WORDS
+
+
 def register_home_tools(llm: LLMService, context: LLMContext, actions: HomeActions) -> None:
     """Give the LLM the home's tools, and keep their device list current."""
 
@@ -137,8 +154,13 @@ def register_home_tools(llm: LLMService, context: LLMContext, actions: HomeActio
 
     async def act(params: FunctionCallParams) -> None:
         args = params.arguments
+        asked = last_user_text(params.context)
         try:
-            said = await _act(actions, args)
+            if is_question(asked):
+                # A known failure of voice assistants: "is the light on?" turned it on.
+                said = QUESTION_NEVER_ACTS
+            else:
+                said = await _act(actions, args)
         except HomeAssistantError as e:
             said = e.spoken
         logger.info(f"Home tool {ACT}({dict(args)}) -> [{said}]")

@@ -197,3 +197,28 @@ async def test_silence_after_the_question_cancels_and_says_so(
         "not",
     } <= words, words
     assert server.requests == []
+
+
+async def test_a_question_never_acts_on_the_llm_path(
+    tmp_path, synth, whisper_tiny, home_config, ha
+):
+    """The known failure: a model that answers "is the light on?" by turning it on."""
+    from nabu_pipeline.home_tools import READ
+
+    clip = synth("Is it dark in the kitchen?", "dark")
+
+    def reply(messages):
+        last = messages[-1]
+        if last.get("role") != "tool":
+            return [ToolCall(ACT, {"names": ["Kitchen Light"], "action": "turn_on"})]
+        if "Nothing was changed" in last["content"]:
+            return [ToolCall(READ, {"names": ["Kitchen Light"]})]
+        return json.loads(last["content"])["say"]
+
+    with ScriptedLLMServer(Script(reply=reply, ttft_s=0.1)) as server:
+        await talk(home_config(server.url), [clip], tmp_path / "out.wav")
+    assert ha.state("light.kitchen_light")["state"] == "off"
+    results = [m["content"] for m in server.requests[-1].messages if m.get("role") == "tool"]
+    assert any("Nothing was changed" in r for r in results), results
+    words = heard(whisper_tiny, tmp_path / "out.wav")
+    assert {"kitchen", "light", "off"} <= words, words
