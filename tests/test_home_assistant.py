@@ -272,3 +272,37 @@ async def test_a_name_heard_roughly_is_read_back(ha):
         assert await home.say("Turn the lamp on.") == "The kitchen light or the living room lamp?"
         assert await home.say("The living room one.") == "The living room lamp is on."
         assert ha.state("light.living_room_lamp")["state"] == "on"
+
+
+async def test_a_slow_home_is_said_in_one_sentence_not_waited_on():
+    """A server that accepts but never answers (a hung Home Assistant): the limit holds."""
+    from aiohttp import web
+
+    from nabu_pipeline.home_actions import plan
+    from nabu_pipeline.home_assistant import SLOW, Entity
+
+    async def hang(request):
+        await asyncio.sleep(30)
+        return web.Response(status=503)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", hang)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    config = HomeAssistantConfig(url=f"http://127.0.0.1:{port}", token="t", timeout_s=1.0)
+    client = HomeAssistant(config)
+    await client.start()
+    try:
+        actions = HomeActions(client, config, LocaleConfig())
+        action = plan(
+            Entity("light.kitchen_light", "Kitchen Light"), "turn_on", None, config, LocaleConfig()
+        )
+        started = time.monotonic()
+        assert await actions.perform([action]) == SLOW
+        assert time.monotonic() - started < 5
+    finally:
+        await client.close()
+        await runner.cleanup()
