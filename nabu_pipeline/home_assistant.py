@@ -133,9 +133,11 @@ class HomeAssistant:
 
     async def _session(self) -> None:
         assert self._http is not None
-        async with self._http.ws_connect(
-            f"{self.url}/api/websocket", heartbeat=30, timeout=self._config.timeout_s
-        ) as ws:
+        ws = await asyncio.wait_for(
+            self._http.ws_connect(f"{self.url}/api/websocket", heartbeat=30),
+            self._config.timeout_s,
+        )
+        async with ws:
             msg = await ws.receive_json(timeout=self._config.timeout_s)
             await ws.send_json({"type": "auth", "access_token": self._config.token})
             msg = await ws.receive_json(timeout=self._config.timeout_s)
