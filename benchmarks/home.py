@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -201,6 +202,7 @@ def run_home(args, config: NabuConfig) -> dict:
         core.destroy()
     local = [r["voice_to_voice_s"] for r in rows if r["path"] == "local" and r["voice_to_voice_s"]]
     llm = [r["voice_to_voice_s"] for r in rows if r["path"] == "LLM" and r["voice_to_voice_s"]]
+    stt = [r["stt_s"] for r in rows if r.get("stt_s")]
     return {
         "suite": "home",
         "home_assistant_version": HA_VERSION,
@@ -209,6 +211,8 @@ def run_home(args, config: NabuConfig) -> dict:
         "local_voice_to_voice_s": {"p50": _pct(local, 50), "p95": _pct(local, 95), "n": len(local)},
         "llm_voice_to_voice_s": {"p50": _pct(llm, 50), "p95": _pct(llm, 95), "n": len(llm)},
         "stt_model": config.stt.model,
+        "load_average": [round(x, 1) for x in os.getloadavg()],
+        "stt_s": {"p50": _pct(stt, 50), "p95": _pct(stt, 95), "n": len(stt)},
         "pause_tolerance_s": config.turn.pause_tolerance_s,
     }
 
@@ -258,6 +262,8 @@ async def _conversation(conv, core, server, data, clips, work, talk, n) -> list[
             "after": _state_words(after[i] if i < len(after) else None),
             "nabu_said": (record.get("reply") or "").strip(),
             "voice_to_voice_s": record.get("voice_to_voice_s"),
+            "stt_s": record.get("stt_s"),
+            "tts_first_audio_s": record.get("tts_first_audio_s"),
         }
         logger.info(f"home bench: {row}")
         rows.append(row)
@@ -271,7 +277,12 @@ def markdown(r: dict) -> str:
         f"Home Assistant {r['home_assistant_version']} (a real core, its own venv, the test "
         f"home of tests/home_assistant); Whisper {r['stt_model']}; pause hold "
         f"{r['pause_tolerance_s']} s; LLM: the local OpenAI-protocol server issuing real tool "
-        f"calls (first token 0.35 s); {r['repeat']} repeat(s).",
+        f"calls (first token 0.35 s); {r['repeat']} repeat(s). A complete command's reply is "
+        "held 0.3 s after his speech (turn.complete_command_hold_s), others the full pause hold.",
+        "",
+        f"Machine load average at the end {r['load_average']} on {os.cpu_count()} cores "
+        f"(other engineers' tests): Whisper took p50 {r['stt_s']['p50']} s per utterance "
+        "(about 0.8 s on an idle machine), which is most of every voice-to-voice below.",
         "",
         "| path | voice-to-voice p50 (s) | p95 (s) | n |",
         "|---|---|---|---|",
@@ -281,16 +292,21 @@ def markdown(r: dict) -> str:
         out.append(f"| {name} | {v['p50']} | {v['p95']} | {v['n']} |")
     out += [
         "",
-        "| Warren said | Whisper heard | path | device | before | after | Nabu said | v2v (s) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| Warren said | Whisper heard | path | device | before | after | Nabu said | v2v (s) "
+        "| STT (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for t in r["turns"]:
-        v = t["voice_to_voice_s"]
+        v, stt = t["voice_to_voice_s"], t.get("stt_s")
         out.append(
             f"| {t['said']} | {t['heard']} | {t['path']} | {t['entity']} | {t['before']} | "
-            f"{t['after']} | {t['nabu_said']} | {'' if v is None else f'{v:.2f}'} |"
+            f"{t['after']} | {t['nabu_said']} | {_s(v)} | {_s(stt)} |"
         )
     return "\n".join(out) + "\n"
+
+
+def _s(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
 
 
 def summary_table(r: dict) -> str:
