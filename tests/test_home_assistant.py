@@ -306,3 +306,49 @@ async def test_a_slow_home_is_said_in_one_sentence_not_waited_on():
     finally:
         await client.close()
         await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("entity_id", "verb", "temperature_c", "risky"),
+    [
+        ("lock.front_door", "unlock", None, True),
+        ("lock.front_door", "lock", None, False),
+        ("cover.garage_door", "open", None, True),
+        ("cover.garage_door", "close", None, False),
+        ("cover.gate", "open", None, True),
+        ("climate.heating", "turn_off", None, True),
+        ("climate.heating", "turn_on", None, False),
+        ("climate.heating", "set_temperature", 22.0, False),
+        ("climate.heating", "set_temperature", 16.0, False),
+        ("climate.heating", "set_temperature", 26.0, False),
+        ("climate.heating", "set_temperature", 26.5, True),
+        ("climate.heating", "set_temperature", 15.5, True),
+        ("light.kitchen_light", "turn_off", None, False),
+    ],
+)
+def test_which_actions_need_a_yes(entity_id, verb, temperature_c, risky):
+    from nabu_pipeline.home_actions import plan
+    from nabu_pipeline.home_assistant import Entity
+
+    name = entity_id.split(".")[1].replace("_", " ").title()
+    action = plan(
+        Entity(entity_id, name), verb, None, HomeAssistantConfig(), LocaleConfig(), temperature_c
+    )
+    assert action.risky is risky
+
+
+@pytest.mark.parametrize(
+    ("text", "question"),
+    [
+        ("Is the kitchen light on?", True),
+        ("What's the temperature?", True),
+        ("Are the doors locked?", True),
+        ("Could you turn the light on?", False),
+        ("Turn off everything downstairs.", False),
+        ("I'm cold.", False),
+    ],
+)
+def test_questions_are_told_from_requests(text, question):
+    from nabu_pipeline.home_tools import is_question
+
+    assert is_question(text) is question
