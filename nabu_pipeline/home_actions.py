@@ -152,7 +152,16 @@ def plan(
             # Heating off in the cold is the harm an old man cannot see coming.
             risky=domain == "climate" and word == "off",
         )
-    if domain == "alarm_control_panel" and verb == "disarm":
+    if domain == "alarm_control_panel" and verb in ("arm", "turn_on"):
+        return Action(
+            entity,
+            "alarm_arm_away",
+            expect=_state_is("armed_away", "arming"),
+            phrase=f"set {name}",
+            done=f"{capitalised(name)} is set.",
+            failed=f"{capitalised(name)} didn't set.",
+        )
+    if domain == "alarm_control_panel" and verb in ("disarm", "turn_off"):
         return Action(
             entity,
             "alarm_disarm",

@@ -25,7 +25,9 @@ from loguru import logger
 from nabu_pipeline.config import HomeAssistantConfig
 
 # Domains Nabu acts on or reports; helpers (input_boolean, ...) and the rest stay hidden.
-DOMAINS = frozenset({"light", "switch", "fan", "cover", "lock", "climate", "sensor"})
+DOMAINS = frozenset(
+    {"light", "switch", "fan", "cover", "lock", "climate", "sensor", "alarm_control_panel"}
+)
 RECONNECT_DELAYS_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 

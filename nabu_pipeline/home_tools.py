@@ -34,7 +34,17 @@ from processors.text_normalise import normalise
 
 READ = "get_home_state"
 ACT = "control_home_devices"
-ACTIONS = ("turn_on", "turn_off", "lock", "unlock", "open", "close", "set_temperature")
+ACTIONS = (
+    "turn_on",
+    "turn_off",
+    "lock",
+    "unlock",
+    "open",
+    "close",
+    "set_temperature",
+    "arm",
+    "disarm",
+)
 NAME_SURE = 85.0
 _ANY_CONFIG = HomeAssistantConfig()
 _ANY_LOCALE = LocaleConfig()

@@ -352,3 +352,45 @@ def test_questions_are_told_from_requests(text, question):
     from nabu_pipeline.home_tools import is_question
 
     assert is_question(text) is question
+
+
+async def test_disarming_the_alarm_needs_a_yes_from_the_llm_path_too(ha):
+    from nabu_pipeline.home_tools import _act
+
+    async with Home(ha) as home:
+        assert ha.state("alarm_control_panel.house_alarm")["state"] == "armed_away"
+        said = await _act(home.actions, {"names": ["House Alarm"], "action": "disarm"})
+        assert said == "Shall I disarm the house alarm?"
+        assert ha.state("alarm_control_panel.house_alarm")["state"] == "armed_away"
+        assert await home.say("Yes please.") == "The house alarm is disarmed."
+        assert ha.state("alarm_control_panel.house_alarm")["state"] == "disarmed"
+
+
+async def test_new_names_and_aliases_are_picked_up_without_a_restart(ha):
+    async with Home(ha) as home:
+        # Unknown: at most a question ("the bedroom light or the kitchen light?"), no action.
+        assert await home.say("Turn on the cooker light.") != "The kitchen light is on."
+        assert ha.state("light.kitchen_light")["state"] == "off"
+        await asyncio.to_thread(
+            ha.ws,
+            {
+                "type": "config/entity_registry/update",
+                "entity_id": "light.kitchen_light",
+                "aliases": ["Kitchen Lamp", "Cooker Light"],
+            },
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            entity = next(e for e in home.client.entities() if e.name == "Kitchen Light")
+            if "Cooker Light" in entity.aliases:
+                break
+            await asyncio.sleep(0.1)
+        assert await home.say("Turn on the cooker light.") == "The kitchen light is on."
+        await asyncio.to_thread(
+            ha.ws,
+            {
+                "type": "config/entity_registry/update",
+                "entity_id": "light.kitchen_light",
+                "aliases": ["Kitchen Lamp"],
+            },
+        )

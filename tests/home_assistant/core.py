@@ -37,7 +37,7 @@ AREAS = {
         "sensor.living_room_temperature": [],
     },
     "Bedroom": {"light.bedroom_light": []},
-    "Hallway": {"lock.front_door": ["Front Door Lock"]},
+    "Hallway": {"lock.front_door": ["Front Door Lock"], "alarm_control_panel.house_alarm": []},
     "Garage": {"cover.garage_door": ["Garage"]},
 }
 
@@ -248,6 +248,7 @@ class HomeAssistantCore:
         ):
             self.set_switch(f"input_boolean.{helper}", False)
         self.set_switch("input_boolean.front_door_bolt", True)
+        self.set_switch("input_boolean.alarm_set", True)
         self.call("climate", "set_hvac_mode", entity_id="climate.heating", hvac_mode="heat")
         self.call("climate", "set_temperature", entity_id="climate.heating", temperature=20)
         self.call(
