@@ -131,7 +131,8 @@ async def test_llm_path_issues_a_real_tool_call(tmp_path, synth, whisper_tiny, h
     tool_results = [m for m in server.requests[-1].messages if m.get("role") == "tool"]
     assert tool_results and "The heating is set to 72 degrees." in tool_results[0]["content"]
     words = heard(whisper_tiny, tmp_path / "out.wav")
-    assert {"heating", "72"} <= words or {"heating", "seventy"} <= words, words
+    # "The heating is set to 72 degrees." (tiny.en once wrote "heating" as "beheating").
+    assert {"set", "72", "degrees"} <= words, words
 
 
 async def test_llm_path_unlock_is_confirmed_by_nabu(tmp_path, synth, whisper_tiny, home_config, ha):
