@@ -24,7 +24,13 @@ from hassil import Intents, recognize_all
 from hassil.intents import TextSlotList
 from hassil.models import MatchEntity
 from loguru import logger
-from pipecat.frames.frames import Frame, StartFrame, TranscriptionFrame, TTSSpeakFrame
+from pipecat.frames.frames import (
+    Frame,
+    LLMMessagesAppendFrame,
+    StartFrame,
+    TranscriptionFrame,
+    TTSSpeakFrame,
+)
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from rapidfuzz import fuzz
 
@@ -345,7 +351,21 @@ class HomeCommands(FrameProcessor):
             f"{[e.entity_id for e in request.entities]}: [{reply}] "
             f"({time.monotonic() - started:.2f}s)"
         )
+        await self._say(text, reply)
+
+    async def _say(self, text: str, reply: str) -> None:
+        """Speak `reply`, and put the exchange in the conversation so the LLM knows what
+        happened ("turn it off again" later needs to know what "it" is)."""
         await self.push_frame(TTSSpeakFrame(reply, append_to_context=False))
+        await self.push_frame(
+            LLMMessagesAppendFrame(
+                messages=[
+                    {"role": "user", "content": text.strip()},
+                    {"role": "assistant", "content": reply},
+                ],
+                run_llm=False,
+            )
+        )
 
     async def handle(self, request: HomeRequest) -> str:
         actions = self._actions
@@ -426,7 +446,7 @@ class HomeCommands(FrameProcessor):
             reply = e.spoken
         logger.info(f"{self}: answer [{text}] -> [{reply}]")
         if reply:
-            await self.push_frame(TTSSpeakFrame(reply, append_to_context=False))
+            await self._say(text, reply)
 
     async def cleanup(self):
         self._cancel_timer()

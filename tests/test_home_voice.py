@@ -224,3 +224,23 @@ async def test_a_question_never_acts_on_the_llm_path(
     assert any("Nothing was changed" in r for r in results), results
     words = heard(whisper_tiny, tmp_path / "out.wav")
     assert {"kitchen", "light", "off"} <= words, words
+
+
+async def test_the_llm_knows_what_the_local_path_did(tmp_path, synth, home_config, ha):
+    """'Turn it off again' after a local command: the model sees the exchange and acts."""
+    on = synth("Turn on the kitchen light.", "kitchen_on")
+    off = synth("Now turn it off again.", "it_off")
+    model = tool_then_say([ToolCall(ACT, {"names": ["Kitchen Light"], "action": "turn_off"})])
+    seen = []
+
+    async def after(i: int) -> None:
+        seen.append(await asyncio.to_thread(lambda: ha.state("light.kitchen_light")["state"]))
+
+    with ScriptedLLMServer(model) as server:
+        await talk(home_config(server.url), [on, off], tmp_path / "out.wav", after_reply=after)
+    assert seen == ["on", "off"], seen
+    first = server.requests[0].messages
+    assert any(
+        m["role"] == "assistant" and m["content"] == "The kitchen light is on." for m in first
+    )
+    assert any(m["role"] == "user" and "kitchen light" in m["content"].lower() for m in first)
