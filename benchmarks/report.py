@@ -65,6 +65,10 @@ def _table(columns: list[str], rows: list[list]) -> list[str]:
 
 def summary_table(results: dict) -> str:
     suite = results["suite"]
+    if suite == "home":
+        from benchmarks.home import summary_table as home_summary
+
+        return home_summary(results)
     if suite == "paused":
         rows = [
             [
@@ -152,6 +156,10 @@ def _points(fraction: float | None) -> str:
 
 
 def markdown(results: dict, plots: list[Path]) -> str:
+    if results["suite"] == "home":
+        from benchmarks.home import markdown as home_markdown
+
+        return home_markdown(results)
     if results["suite"] == "accuracy":
         return _accuracy_markdown(results, plots)
     if results["suite"] in ("paused", "nospeech", "vocabulary"):
@@ -313,7 +321,7 @@ def _hearing_markdown(r: dict, plots: list[Path]) -> str:
 
 
 def plots(results: dict, out: Path) -> list[Path]:
-    if results["suite"] in ("nospeech", "vocabulary"):
+    if results["suite"] in ("nospeech", "vocabulary", "home"):
         return []
     if results["suite"] == "paused":
         return [_paused_plot(results, out)]

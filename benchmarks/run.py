@@ -204,6 +204,10 @@ def main(args) -> int:
         results = run_accuracy(args, config)
     elif args.suite == "latency":
         results = run_latency(args, config)
+    elif args.suite == "home":
+        from benchmarks.home import run_home
+
+        results = run_home(args, config)
     else:
         from benchmarks import hearing
 

@@ -171,7 +171,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--suite",
-        choices=("latency", "accuracy", "paused", "nospeech", "vocabulary"),
+        choices=("latency", "accuracy", "paused", "nospeech", "vocabulary", "home"),
         default="latency",
         help="latency (default): Nabu vs stock pipecat vs the sequential design; accuracy: "
         "WER and speed of Whisper tiny.en and base; paused, nospeech, vocabulary: hearing",

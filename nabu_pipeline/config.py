@@ -130,9 +130,18 @@ class GuardConfig(_Frozen):
         "that's it",
         "uh huh",
         "sure",
+        "[yes] (go ahead|do it)",
     )
     """Whole utterances (templates, as for stop phrases) that confirm a read-back transcript."""
-    no_phrases: tuple[str, ...] = ("no", "nope", "no i didn't", "that's wrong", "wrong", "no no")
+    no_phrases: tuple[str, ...] = (
+        "no",
+        "nope",
+        "no i didn't",
+        "that's wrong",
+        "wrong",
+        "no no",
+        "[no] (don't|do not) [do it]",
+    )
     """Whole utterances that reject it: Nabu asks him to say it again."""
     compression_ratio_max: float = Field(default=2.4, gt=0)
     """Above this the decoder was looping (a hallucination)."""
@@ -266,6 +275,9 @@ class TurnConfig(_Frozen):
     are 0.5-1.2 s, and resumed speech is noticed ~0.2 s after it starts (vad_start_s): on the
     paused suite 1.3 s still cut 12 of 20 sentences, 1.6 s 5 (mostly Whisper, not timing).
     The reply is prepared meanwhile; 0 disables the hold."""
+    complete_command_hold_s: float = Field(default=0.3, ge=0, le=5)
+    """The hold for a reply to an utterance that is already complete (a whole home command,
+    a yes or no to Nabu's question): it need not wait out pause_tolerance_s."""
     vad_stop_s: float = Field(default=0.2, gt=0, le=2)
     """Silence that ends a VAD segment (smart-turn expects 0.2)."""
     vad_start_s: float = Field(default=0.2, gt=0, le=1)
@@ -553,6 +565,34 @@ class SafetyConfig(_Frozen):
         )
 
 
+class HomeAssistantConfig(_Frozen):
+    """Warren's Home Assistant (optional: without it Nabu talks but does not act)."""
+
+    url: str = ""
+    """Base URL, e.g. http://homeassistant.local:8123; empty means no home (NABU_HA_URL)."""
+    token: str = ""
+    """Long-lived access token (NABU_HA_TOKEN); a secret, never written to logs."""
+    timeout_s: float = Field(default=3.0, gt=0, le=30)
+    """Longest wait for one Home Assistant request before Warren hears it is not answering."""
+    confirm_timeout_s: float = Field(default=30.0, gt=0, le=300)
+    """A risky action waits this long for his "yes"; then it is cancelled and he is told."""
+    done_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    """How long Nabu waits for the home to show an action done before saying it did not happen."""
+    setpoint_min_c: float = Field(default=16.0, ge=5, le=35)
+    """Heating set points below this are read back and need a yes."""
+    setpoint_max_c: float = Field(default=26.0, ge=5, le=35)
+    """Heating set points above this are read back and need a yes."""
+
+    @property
+    def is_configured(self) -> bool:
+        return bool(self.url and self.token)
+
+    def __repr__(self) -> str:  # never print the token
+        return f"HomeAssistantConfig(url={self.url!r})"
+
+    __str__ = __repr__
+
+
 class NabuConfig(_Frozen):
     """The whole configuration."""
 
@@ -569,6 +609,7 @@ class NabuConfig(_Frozen):
     memory: MemoryConfig = MemoryConfig()
     mic: MicConfig = MicConfig()
     safety: SafetyConfig = SafetyConfig()
+    home_assistant: HomeAssistantConfig = HomeAssistantConfig()
     source: Annotated[str, Field(exclude=True)] = ""
     """Where this config came from (for messages)."""
 
@@ -746,6 +787,11 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
             llm["base_url"] = environ["NABU_LLM_BASE_URL"]
         if environ.get("NABU_LLM_MODEL"):
             llm["model"] = environ["NABU_LLM_MODEL"]
+    home = raw.get("home_assistant", {})
+    if isinstance(home, dict):
+        for var, key in (("NABU_HA_URL", "url"), ("NABU_HA_TOKEN", "token")):
+            if environ.get(var):
+                raw["home_assistant"] = home = {**home, key: environ[var]}
     try:
         return NabuConfig.model_validate({**raw, "source": str(path)})
     except ValidationError as e:

@@ -43,6 +43,9 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from nabu_pipeline import engines
 from nabu_pipeline.alerts import AlertService
 from nabu_pipeline.config import NabuConfig
+from nabu_pipeline.home_actions import HomeActions
+from nabu_pipeline.home_assistant import HomeAssistant
+from nabu_pipeline.home_tools import register_home_tools
 from nabu_pipeline.latency import LatencyObserver
 from nabu_pipeline.memory_store import MemoryStore, shared_store
 from nabu_pipeline.prompts import system_prompt
@@ -56,6 +59,7 @@ from processors.echo_canceller import (
 )
 from processors.help_calls import HelpCallHandler, help_templates
 from processors.history_window import HistoryWindow
+from processors.home_commands import HomeCommands
 from processors.memory_commands import (
     REMEMBER_TOOL,
     MemoryCommands,
@@ -226,6 +230,14 @@ def build_llm(
     )
 
 
+def build_home(config: NabuConfig) -> HomeActions | None:
+    """Warren's home (Home Assistant), when one is configured; None leaves Nabu talking only."""
+    if not config.home_assistant.is_configured:
+        return None
+    home = HomeAssistant(config.home_assistant)
+    return HomeActions(home, config.home_assistant, config.locale)
+
+
 def user_turn_params(config: NabuConfig) -> LLMUserAggregatorParams:
     turn = config.turn
     vad = SileroVADAnalyzer(
@@ -332,9 +344,13 @@ def build_session(
             register_remember_tool(llm, memory_stage)
             logger.debug(f"LLM tool: {REMEMBER_TOOL}")
     conv = config.conversation
+    home = build_home(config)
+    if home is not None:
+        register_home_tools(llm, context, home)
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
         context, user_params=user_turn_params(config)
     )
+    release_gate = SpeechReleaseGate(config.turn.pause_tolerance_s, utterance)
     echo = echo_reference or EchoReference(config.audio.in_sample_rate_hz)
     aec_on = config.audio.echo_cancellation
     if aec_on and echo_reference is None:
@@ -369,11 +385,24 @@ def build_session(
         ),
         "reminders": ReminderCommands(matcher, reminders),
         **({"memory": memory_stage} if memory_stage is not None else {}),
+        **(
+            {
+                "home": HomeCommands(
+                    home,
+                    matcher,
+                    on_complete=lambda: release_gate.complete_utterance(
+                        config.turn.complete_command_hold_s
+                    ),
+                )
+            }
+            if home
+            else {}
+        ),
         "user": user_aggregator,
         "history": HistoryWindow(conv.history_turns, utterance, unanswered),
         "llm": llm,
         "tts": tts,
-        "release_gate": SpeechReleaseGate(config.turn.pause_tolerance_s, utterance),
+        "release_gate": release_gate,
         "output": transport.output(),
         "assistant": assistant_aggregator,
     }

@@ -36,11 +36,21 @@ FAULTS = ("429", "429-once", "500", "hang", "malformed", "cut", "stall", "empty"
 SPEECH_RATE_HZ = 24000  # what OpenAI's /v1/audio/speech returns as response_format=pcm
 
 
+@dataclass(frozen=True)
+class ToolCall:
+    """A function call the scripted model makes instead of answering in words."""
+
+    name: str
+    arguments: dict
+
+
 @dataclass
 class Script:
     """What the server does for each request."""
 
-    reply: str | Callable[[list[dict]], str] = DEFAULT_REPLY
+    reply: str | Callable[[list[dict]], str | list[ToolCall]] = DEFAULT_REPLY
+    """The answer, or a function of the request's messages returning one; a list of
+    ToolCalls makes the model call those tools (the next request carries their results)."""
     ttft_s: float = 0.35
     tokens_per_s: float = 60.0
     fault: str | Callable[[list[dict]], str | None] | None = None
@@ -258,8 +268,10 @@ class ScriptedLLMServer:
         model = body.get("model", "scripted")
         call = script.tool_call(messages) if script.tool_call else None
         if call is not None:
-            return await self._call_tool(request, body, model, *call)
+            return await self._tool_calls(request, body, [ToolCall(*call)], model)
         reply = script.reply(messages) if callable(script.reply) else script.reply
+        if isinstance(reply, list):
+            return await self._tool_calls(request, body, reply, model)
         if not body.get("stream"):
             # A whole reply takes as long to generate as its stream would.
             generation_s = len(_tokens(reply)) / script.tokens_per_s if script.tokens_per_s else 0
@@ -273,27 +285,39 @@ class ScriptedLLMServer:
             pass  # the client cancelled (or gave up on a broken stream): nothing to answer
         return resp
 
-    async def _call_tool(self, request, body: dict, model: str, name: str, arguments: dict):
+    async def _tool_calls(self, request, body: dict, calls: list[ToolCall], model: str):
         await asyncio.sleep(self.script.ttft_s)
-        call = {
-            "id": f"call_{uuid.uuid4().hex[:12]}",
-            "type": "function",
-            "function": {"name": name, "arguments": json.dumps(arguments)},
-        }
+        made = [
+            {
+                "id": f"call_{uuid.uuid4().hex[:12]}",
+                "type": "function",
+                "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
+            }
+            for c in calls
+        ]
         if not body.get("stream"):
             completion = _completion(model, "")
             completion["choices"][0]["message"] = {
                 "role": "assistant",
                 "content": None,
-                "tool_calls": [call],
+                "tool_calls": made,
             }
             completion["choices"][0]["finish_reason"] = "tool_calls"
             return web.json_response(completion)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
-        delta = {"role": "assistant", "tool_calls": [{"index": 0, **call}]}
-        await resp.write(_sse(_chunk(cid, model, delta)))
+        for i, call in enumerate(made):
+            # As OpenAI streams them: the name first, then the arguments in pieces.
+            head = {**call, "index": i, "function": {**call["function"], "arguments": ""}}
+            delta = {"tool_calls": [head]}
+            if i == 0:
+                delta["role"] = "assistant"
+            await resp.write(_sse(_chunk(cid, model, delta)))
+            arguments = call["function"]["arguments"]
+            for j in range(0, len(arguments), 16):
+                piece = {"index": i, "function": {"arguments": arguments[j : j + 16]}}
+                await resp.write(_sse(_chunk(cid, model, {"tool_calls": [piece]})))
         await resp.write(_sse(_chunk(cid, model, {}, finish="tool_calls")))
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -75,6 +76,7 @@ async def talk(
     *,
     speed: float = 1.0,
     echo: EchoPath | None = None,
+    after_reply: Callable[[int], Awaitable[None]] | None = None,
 ) -> TalkResult:
     """Run one conversation over `inputs` and write everything Nabu said to `output`."""
     clips = [read_pcm16(p, config.audio.in_sample_rate_hz) for p in inputs]
@@ -105,6 +107,8 @@ async def talk(
             await transport.input().feed(clip)
             result.input_end_times.append(time.time())
             await feed_until_reply_done(transport, state, bot_stops_before)
+            if after_reply is not None:  # tests change the world between two sentences
+                await after_reply(len(result.input_end_times) - 1)
             if run_task.done():
                 break
     finally:

@@ -236,6 +236,11 @@ class NabuOpenAILLMService(OpenAILLMService):
             apology, self._apology = self._apology, None
             await self.push_frame(TTSSpeakFrame(apology, append_to_context=False))
 
+    async def run_function_calls(self, function_calls):
+        if function_calls:
+            self._spoke = True  # a tool call is an answer: its result starts the next reply
+        await super().run_function_calls(function_calls)
+
     # --- one reply ----------------------------------------------------------------------------
 
     async def _process_context(self, context: LLMContext):

@@ -111,10 +111,18 @@ class SpeechReleaseGate(FrameProcessor):
                     return
         await self.push_frame(frame, direction)
 
-    async def _schedule_release(self) -> None:
+    async def complete_utterance(self, hold_s: float) -> None:
+        """What Warren said is already complete (a whole command, a yes to a question):
+        hold its reply only `hold_s` after his speech instead of the full pause hold."""
+        if self._holding and not self._user_speaking and self._speech_end is not None:
+            logger.debug(f"{self}: complete utterance; hold {hold_s:.2f}s")
+            await self._schedule_release(hold_s)
+
+    async def _schedule_release(self, hold_s: float | None = None) -> None:
         await self._cancel_timer()
         assert self._speech_end is not None
-        delay = max(0.0, self._speech_end + self._hold_s - time.monotonic())
+        hold_s = self._hold_s if hold_s is None else min(hold_s, self._hold_s)
+        delay = max(0.0, self._speech_end + hold_s - time.monotonic())
         self._timer = self.create_task(self._release_after(delay), name=f"{self}::release")
 
     async def _release_after(self, delay: float) -> None:
