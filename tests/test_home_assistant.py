@@ -17,9 +17,9 @@ from nabu_pipeline.home_assistant import REFUSED, UNREACHABLE, HomeAssistant
 from nabu_pipeline.pipeline import build_matcher
 from processors.home_commands import HomeCommands, HomeMatcher
 
-PHRASES = build_matcher(NabuConfig())
-
 from .home_assistant.core import HomeAssistantCore
+
+PHRASES = build_matcher(NabuConfig())
 
 
 @pytest.fixture(scope="module")
