@@ -147,8 +147,10 @@ async def test_help_spoken_over_nabus_own_reply_stops_it_and_alerts(synth, confi
             result = await talk(config, [clip, yes], tmp_path / "out.wav", echo=echo)
     alert = receiver.acknowledged[0]
     asked_llm = llm.user_texts()
-    before_alert = [r for r in llm.requests if r.at < alert.at]
-    assert len(before_alert) == 1, asked_llm  # the question only
+    # The question went to the LLM; his call for help never did. (Under double talk a
+    # stretch of Nabu's own echo can still be sent on speculatively before his words, and
+    # its answer dropped unheard when the alert interrupts: test_barge_in covers the echo.)
+    assert "forward" in asked_llm[0].lower(), asked_llm
     assert not any(w in t.lower() for t in asked_llm for w in ("help", "fall")), asked_llm
     asked = alert.at > result.input_start_times[1]
     if asked:
