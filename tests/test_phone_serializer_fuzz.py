@@ -156,3 +156,12 @@ def test_fuzz_rtvi_messages():
     stats = _fuzz("rtvi", frames)
     assert stats["examples"] > 200, stats
     assert stats["rtvi passed"] > 0 and stats["problem:nesting"] > 0, stats
+
+
+def test_client_text_is_short_whatever_characters_it_holds():
+    """Found by the fuzz run: cut before escaping, 26 astral characters made a 300-character
+    log detail."""
+    from transports.phone_serializer import CLIENT_TEXT_CHARS, client_text
+
+    shown = client_text("0" + "\U00010000" * 40 + "\n00:00 | ERROR | forged")
+    assert len(shown) <= CLIENT_TEXT_CHARS + 5 and "\n" not in shown, shown

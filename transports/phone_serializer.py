@@ -67,10 +67,10 @@ VERSION = re.compile(r"[0-9A-Za-z.+-]{1,32}")
 
 
 def client_text(value: object, limit: int = CLIENT_TEXT_CHARS) -> str:
-    """Client-chosen text made safe for a log line: escaped (no newline survives), truncated."""
-    text = str(value)
-    cut = text[:limit].encode("unicode_escape").decode("ascii")
-    return "'" + cut + ("..." if len(text) > limit else "") + "'"
+    """Client-chosen text made safe for a log line: escaped (no newline survives), then cut
+    to `limit` characters (escaping first: one astral character escapes to ten)."""
+    escaped = str(value).encode("unicode_escape").decode("ascii")
+    return "'" + escaped[:limit] + ("..." if len(escaped) > limit else "") + "'"
 
 
 def _plain_version(data: dict | None) -> bool:
