@@ -212,8 +212,9 @@ async def test_slower_is_kept_for_the_next_session_until_he_forgets_everything(
         kept = store.live()
         store.close()
         third = await talk(config, [CLIPS / "goforward.wav"], tmp_path / "4.wav")
+    heard = [t["transcript"] for t in first.turns]
     normal, slowed = first.burst_s
-    assert slowed > normal * 1.1, first.burst_s
+    assert slowed > normal * 1.1, (first.burst_s, heard)
     assert second.burst_s[0] > normal * 1.1, (first.burst_s, second.burst_s)
     assert float(rate) == pytest.approx(config.tts.length_scale + config.tts.slower_step)
     assert kept == []

@@ -84,7 +84,7 @@ def test_reminders_on_the_pipecat_web_client(tmp_path):
                     "--autoplay-policy=no-user-gesture-required",
                     "--enable-logging=stderr",
                     "--v=0",
-                    f"{srv.http}/?autostart=1",
+                    f"{srv.http}/desk?autostart=1",
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
