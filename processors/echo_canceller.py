@@ -36,9 +36,6 @@ FAR_ACTIVE_ENERGY = 100.0**2
 # Echo counts as present above -20 dB of coupling (mic energy / played energy).
 ECHO_COUPLING_MIN = 0.01
 MIN_COUPLING_FRAMES = 10
-# What AEC3 leaves that is quieter than this fraction of the estimated echo (-6 dB) is
-# taken for residual echo, not Warren (see EchoCanceller._without_residual_echo).
-RESIDUAL_GATE = 0.25
 # Nabu's voice keeps arriving this long after it stopped playing: the echo path's own
 # delay (a phone on speaker over the network: 0.1-0.4 s) plus the room's reverberation.
 ECHO_TAIL_S = 0.6
@@ -245,26 +242,6 @@ class EchoCanceller(FrameProcessor):
             return True
         return float(np.median(self._coupling)) > ECHO_COUPLING_MIN
 
-    def _without_residual_echo(self, clean: np.ndarray) -> np.ndarray:
-        """Silence where what AEC3 left is quieter than a fraction of the echo it faced.
-
-        AEC3 takes a second or two to converge on a new echo path (a session's first
-        reply); meanwhile 10-30 dB of Nabu's voice remains, enough for VAD, and Nabu
-        interrupted itself. Warren speaking over Nabu is about as loud as the echo or
-        louder, so what stays above `RESIDUAL_GATE` of the echo estimate (played
-        energy x measured coupling) goes on to VAD; the rest is residual echo.
-        """
-        if len(self._coupling) < MIN_COUPLING_FRAMES:
-            coupling = 1.0  # not measured yet: assume the loudest echo
-        else:
-            coupling = float(np.median(self._coupling))
-        span = sum(k for k, _, _ in self._recent)
-        played = sum(k * f for k, _, f in self._recent) / max(span, 1)
-        echo_estimate = coupling * played
-        if float(np.mean(clean.astype(np.float32) ** 2)) < RESIDUAL_GATE * echo_estimate:
-            return np.zeros_like(clean)
-        return clean
-
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
         if isinstance(frame, InputAudioRawFrame) and frame.num_channels == 1 and frame.audio:
@@ -282,7 +259,6 @@ class EchoCanceller(FrameProcessor):
                 clean = self._canceller(frame.sample_rate).process(near, far)
                 raw = frame.audio
                 if self._echo_present(near, far, frame.sample_rate):
-                    clean = self._without_residual_echo(clean)
                     frame = replace(frame, audio=clean.astype(np.int16).tobytes())
                 # Whisper gets the microphone as it was: AEC3 also attenuates Warren's own
                 # voice while Nabu talks (a barged-in "Stop." came out as nothing), and the

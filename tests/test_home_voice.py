@@ -77,8 +77,9 @@ async def test_spoken_command_acts_without_the_llm(tmp_path, synth, whisper_tiny
     assert ha.state("light.kitchen_light")["state"] == "on"
     assert server.requests == [], server.user_texts()
     words = heard(whisper_tiny, tmp_path / "out.wav")
-    # "The kitchen light is on." (tiny.en once heard "light" as "wide")
-    assert {"kitchen", "is", "on"} <= words, words
+    # "The kitchen light is on." (tiny.en has heard "light" as "wide", "kitchen" as
+    # "catching"): the state said, and one of the two name words.
+    assert {"is", "on"} <= words and words & {"kitchen", "light"}, words
     assert "llm" not in words
     assert result.turns and result.turns[0].get("voice_to_voice_s") is not None, result.turns
 
