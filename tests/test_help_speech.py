@@ -36,9 +36,10 @@ PHRASES = [
     "Call my daughter.",
 ]
 ANSWER = "I'm letting Mary, your daughter, know right now. Stay where you are."
-# Generous: the measured figures are printed (and reported); load on a shared CI machine
-# must not fail the test.
-ALERT_WITHIN_S = 6.0
+# Far below the 60 s after which Nabu tells Warren nothing got through, so it only tells
+# "alerted on this phrase" from "not at all"; how fast is measured and printed (about 1 s on
+# a quiet machine, up to 5.5 s at load 15), and belongs to a benchmark, not a test limit.
+ALERT_WITHIN_S = 20.0
 
 
 def degrade(path: Path, out: Path, seed: int = 0) -> Path:
