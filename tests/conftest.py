@@ -133,3 +133,22 @@ def config_for(tmp_path):
 
 
 __all__ = ["CLIPS", "LocaleConfig", "concat_wavs", "manifest", "transcribe"]
+
+
+@pytest.fixture(scope="module")
+def ha_core(tmp_path_factory):
+    """A real Home Assistant core with the test home, one per test module (tests/home_assistant)."""
+    from .home_assistant.core import HomeAssistantCore
+
+    core = HomeAssistantCore(tmp_path_factory.mktemp("home")).start()
+    yield core
+    core.destroy()
+
+
+@pytest.fixture
+def ha(ha_core):
+    """That core, running, with the test home's states reset."""
+    if ha_core.proc is None:
+        ha_core.start()
+    ha_core.reset()
+    return ha_core

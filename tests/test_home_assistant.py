@@ -22,21 +22,6 @@ from .home_assistant.core import HomeAssistantCore
 PHRASES = build_matcher(NabuConfig())
 
 
-@pytest.fixture(scope="module")
-def ha_core(tmp_path_factory):
-    core = HomeAssistantCore(tmp_path_factory.mktemp("home")).start()
-    yield core
-    core.destroy()
-
-
-@pytest.fixture
-def ha(ha_core):
-    if ha_core.proc is None:
-        ha_core.start()
-    ha_core.reset()
-    return ha_core
-
-
 def ha_config(core: HomeAssistantCore, **kw) -> HomeAssistantConfig:
     return HomeAssistantConfig(url=core.url, token=core.token, **kw)
 

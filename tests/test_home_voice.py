@@ -19,25 +19,9 @@ from nabu_pipeline.scripted_llm import Script, ScriptedLLMServer, ToolCall
 from nabu_pipeline.talk import talk
 
 from .conftest import transcribe
-from .home_assistant.core import HomeAssistantCore
 
 pytestmark = pytest.mark.slow
 NORMALISE = EnglishTextNormalizer()
-
-
-@pytest.fixture(scope="module")
-def ha_core(tmp_path_factory):
-    core = HomeAssistantCore(tmp_path_factory.mktemp("home")).start()
-    yield core
-    core.destroy()
-
-
-@pytest.fixture
-def ha(ha_core):
-    if ha_core.proc is None:
-        ha_core.start()
-    ha_core.reset()
-    return ha_core
 
 
 @pytest.fixture
