@@ -255,6 +255,11 @@ class TTSConfig(_Frozen):
     """The slowest "slower, please" can make him: its length scale stops here."""
     volume: float = Field(default=1.0, gt=0, le=4)
     """Loudness multiplier (Piper's volume)."""
+    noise_scale: float | None = Field(default=None, ge=0, le=2)
+    """Piper's voice variation (its noise_scale); empty keeps the voice's own. At 0 a
+    sentence sounds exactly the same every time it is said (the tests use that)."""
+    noise_w_scale: float | None = Field(default=None, ge=0, le=2)
+    """Piper's rhythm variation (its noise_w_scale); empty keeps the voice's own."""
     use_cuda: bool = False
     """Run Piper on CUDA (needs onnxruntime-gpu); the CPU is fast enough for one voice."""
     openai: OpenAIEndpoint = OpenAIEndpoint(model="tts-1")

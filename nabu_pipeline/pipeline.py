@@ -170,6 +170,8 @@ def build_tts(config: NabuConfig) -> TTSService:
         voice_name=tts.voice,
         length_scale=tts.length_scale,
         volume=tts.volume,
+        noise_scale=tts.noise_scale,
+        noise_w_scale=tts.noise_w_scale,
         text_transforms=[("*", shape_for_speech)],
     )
 

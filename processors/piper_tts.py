@@ -49,6 +49,8 @@ class NabuPiperTTSService(PiperTTSService):
         voice_name: str,
         length_scale: float = 1.0,
         volume: float = 1.0,
+        noise_scale: float | None = None,
+        noise_w_scale: float | None = None,
         **kwargs,
     ):
         # PiperTTSService.__init__ would load (and maybe download) the voice again;
@@ -67,6 +69,7 @@ class NabuPiperTTSService(PiperTTSService):
             **kwargs,
         )
         self._voice = voice
+        self._noise = {"noise_scale": noise_scale, "noise_w_scale": noise_w_scale}
 
     async def _update_settings(self, delta: NabuPiperSettings) -> dict[str, Any]:
         changed = await TTSService._update_settings(self, delta)
@@ -80,6 +83,7 @@ class NabuPiperTTSService(PiperTTSService):
         return SynthesisConfig(
             length_scale=s.length_scale if is_given(s.length_scale) else None,
             volume=s.volume if is_given(s.volume) else 1.0,
+            **self._noise,
         )
 
     async def piper_frames(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
