@@ -57,6 +57,7 @@ from processors.echo_canceller import (
     reference_what_is_played,
     stamp_capture_times,
 )
+from processors.echo_words import EchoWords, SpokenWords
 from processors.help_calls import HelpCallHandler, help_templates
 from processors.history_window import HistoryWindow
 from processors.home_commands import HomeCommands
@@ -358,6 +359,8 @@ def build_session(
     if aec_on and echo_reference is None:
         reference_what_is_played(transport.output(), echo)
         stamp_capture_times(transport.input(), config.audio.in_sample_rate_hz)
+    # What Nabu says aloud, so its echo's words can be taken out of what Whisper heard.
+    spoken = SpokenWords() if aec_on else None
     processors = {
         "input": transport.input(),
         **(
@@ -366,6 +369,7 @@ def build_session(
             else {}
         ),
         "stt": stt,
+        **({"echo_words": EchoWords(spoken, echo)} if spoken is not None else {}),
         "help": HelpCallHandler(
             matcher,
             alerts,
@@ -416,7 +420,7 @@ def build_session(
             audio_out_sample_rate=config.audio.out_sample_rate_hz,
             enable_metrics=True,
         ),
-        observers=[latency, *(observers or [])],
+        observers=[latency, *([spoken] if spoken is not None else []), *(observers or [])],
         **(worker_kwargs or {}),
     )
     logger.debug(f"Pipeline: {' -> '.join(processors)}")

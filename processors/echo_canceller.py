@@ -71,10 +71,15 @@ class EchoReference:
         self._end = 0.0
         self._resampler: soxr.ResampleStream | None = None
         self._in_rate = 0
+        self.echo_heard_at: float | None = None
+        """When (on this clock) the canceller last measured Nabu's voice in the microphone."""
 
     @property
     def sample_rate(self) -> int:
         return self._rate
+
+    def now(self) -> float:
+        return self._clock()
 
     def push(
         self, pcm: bytes, sample_rate_hz: int, num_channels: int = 1, at: float | None = None
@@ -240,7 +245,10 @@ class EchoCanceller(FrameProcessor):
             self._coupling.append(near_sum / far_sum)
         if len(self._coupling) < MIN_COUPLING_FRAMES:
             return True
-        return float(np.median(self._coupling)) > ECHO_COUPLING_MIN
+        if float(np.median(self._coupling)) <= ECHO_COUPLING_MIN:
+            return False
+        self._reference.echo_heard_at = self._reference.now()
+        return True
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)

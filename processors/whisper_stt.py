@@ -10,6 +10,7 @@ per-segment confidence to the TranscriptionFrame as `result`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
@@ -99,6 +100,19 @@ class TranscriptEvidence:
     e.g. an English-only model). Unintelligible sound scores low even when decoded fluently."""
 
 
+def _floats(pcm: bytes) -> np.ndarray:
+    return np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
+
+
+def _confidence(segments: list) -> float:
+    """Duration-weighted log-probability of the segments with words; no words: -inf."""
+    spoken = [s for s in segments if s.text.strip()]
+    if not spoken:
+        return float("-inf")
+    durations = [max(s.end - s.start, 0.01) for s in spoken]
+    return float(np.average([s.avg_logprob for s in spoken], weights=durations))
+
+
 class NabuWhisperSTTService(WhisperSTTService):
     """WhisperSTTService with a shared model, greedy decoding and transcript evidence."""
 
@@ -116,6 +130,11 @@ class NabuWhisperSTTService(WhisperSTTService):
         self._shared_model = model
         self._beam_size = beam_size
         self._utterance = utterance
+        # What VAD heard (the echo canceller's output), sample for sample beside the raw
+        # audio in `_audio_buffer`; and, per queued segment in order, that audio when it
+        # differs from the raw (Nabu was talking), else None. See `_transcribe`.
+        self._cancelled = bytearray()
+        self._cancelled_segments: collections.deque[bytes | None] = collections.deque()
         super().__init__(
             settings=WhisperSTTService.Settings(
                 model=model_name,
@@ -139,11 +158,15 @@ class NabuWhisperSTTService(WhisperSTTService):
         await super()._handle_user_started_speaking(frame)
 
     async def _handle_user_stopped_speaking(self, frame: VADUserStoppedSpeakingFrame):
+        utterance_audio = bytes(self._audio_buffer)
+        if self.is_usable:  # else the base class drops the segment untranscribed
+            cancelled = bytes(self._cancelled[-len(utterance_audio) :]) if utterance_audio else b""
+            differs = len(cancelled) == len(utterance_audio) and cancelled != utterance_audio
+            self._cancelled_segments.append(cancelled if differs else None)
         if self._utterance is None:
             await super()._handle_user_stopped_speaking(frame)
             return
-        utterance_audio = bytes(self._audio_buffer)
-        if self.is_usable:  # else the base class drops the segment untranscribed
+        if self.is_usable:
             self._utterance.awaiting += 1
         await super()._handle_user_stopped_speaking(frame)  # queues it, clears the buffer
         # The utterance stays open through the pause: if he carries on, all of it is
@@ -151,14 +174,18 @@ class NabuWhisperSTTService(WhisperSTTService):
         self._audio_buffer = bytearray(utterance_audio)
 
     async def process_audio_frame(self, frame: InputAudioRawFrame, direction: FrameDirection):
+        heard = frame.audio
         raw = frame.metadata.get(RAW_AUDIO_KEY)
         if raw is not None and len(raw) == len(frame.audio):
             frame = replace(frame, audio=raw)  # transcribe the microphone, not the AEC output
+        self._cancelled += heard
         if self._utterance is None or self._utterance.pause_expired:
             await super().process_audio_frame(frame, direction)
-            return
-        self._user_id = getattr(frame, "user_id", "") or ""
-        self._audio_buffer += frame.audio
+        else:
+            self._user_id = getattr(frame, "user_id", "") or ""
+            self._audio_buffer += frame.audio
+        # The two buffers end together; this one is kept as long as that one.
+        del self._cancelled[: max(0, len(self._cancelled) - len(self._audio_buffer))]
 
     async def cleanup(self):
         # A session cancelled while its StartFrame was being handled (a phone connecting and
@@ -172,26 +199,42 @@ class NabuWhisperSTTService(WhisperSTTService):
         self._model = self._shared_model
 
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
+        cancelled = self._cancelled_segments.popleft() if self._cancelled_segments else None
         try:
-            async for frame in self._transcribe(audio):
+            async for frame in self._transcribe(audio, cancelled):
                 yield frame
         finally:
             if self._utterance is not None:
                 self._utterance.awaiting = max(0, self._utterance.awaiting - 1)
 
-    async def _transcribe(self, audio: bytes) -> AsyncGenerator[Frame, None]:
+    async def _transcribe(
+        self, audio: bytes, cancelled: bytes | None = None
+    ) -> AsyncGenerator[Frame, None]:
+        """Whisper on the raw microphone; while Nabu talked, on the cancelled audio too.
+
+        Over Nabu's own voice the raw audio is two voices at once: "Help me! I've fallen."
+        came out as "I'm". The echo canceller's output has Nabu's voice taken out but
+        Warren's attenuated, sometimes to nothing (a barged-in "Stop."). Neither wins
+        always, so during double talk both are decoded and the more confident transcript
+        is kept (a second decode only then, when Warren talks over Nabu).
+        """
         if not self._model:
             yield ErrorFrame("Whisper model not available")
             return
         await self.start_processing_metrics()
-        samples = np.frombuffer(audio, dtype=np.int16).astype(np.float32) / 32768.0
-        samples = squeeze_pauses(samples, self.sample_rate or 16000)
+        rate = self.sample_rate or 16000
+        samples = squeeze_pauses(_floats(audio), rate)
+        other = None
+        if cancelled is not None:
+            # The same stretch the base class queued: pad to its trailing silence.
+            padded = cancelled + bytes(max(0, len(audio) - len(cancelled)))
+            other = squeeze_pauses(_floats(padded), rate)
         language = self._settings.language
         prompt = self._settings.initial_prompt
         model = self._model
         beam_size = self._beam_size
 
-        def transcribe():
+        def decode(samples):
             segments, _ = model.transcribe(
                 samples,
                 language=str(language) if language else None,
@@ -207,6 +250,15 @@ class NabuWhisperSTTService(WhisperSTTService):
             # Thread-local: read it in the thread that decoded.
             scores = getattr(model, "language_probabilities", lambda: None)()
             return segments, scores
+
+        def transcribe():
+            best = decode(samples)
+            if other is not None:
+                second = decode(other)
+                if _confidence(second[0]) > _confidence(best[0]):
+                    logger.info(f"{self}: over Nabu's voice, the cancelled audio heard more")
+                    best = second
+            return best
 
         start = time.perf_counter()
         try:

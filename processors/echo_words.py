@@ -1,0 +1,110 @@
+"""Nabu's own words heard back: what Whisper wrote of Nabu's echo leaves the transcript.
+
+Whisper transcribes the microphone as it was (AEC3 also attenuates Warren while Nabu
+talks, see `echo_canceller`), so on a speaker Nabu's own sentences come back inside
+Warren's: "at nine in the morning. Help me." A call for help over Nabu's reply then
+did not read as one (it was doubtful, so Nabu asked first), and a stretch of echo on its
+own reached the LLM as if he had said it, and Nabu answered itself.
+
+Taken out: runs of three or more words that Nabu said in that order lately, and only
+when Nabu's voice was measurably in the microphone while he spoke (the echo canceller's
+coupling, `EchoReference.echo_heard_at`). Two words of his own that Nabu also said
+("help me", "yes, the car") stay, and so does everything on a headset or a phone whose
+own echo canceller works, where no echo is measured.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import replace
+
+from loguru import logger
+from pipecat.frames.frames import Frame, TranscriptionFrame, TTSTextFrame
+from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from processors.consumed_transcript import consumed
+from processors.echo_canceller import EchoReference
+from processors.text_normalise import normalise
+
+# What Nabu said is kept this long: longer than any utterance plus Whisper's time on it.
+KEEP_SPOKEN_S = 30.0
+# A run of this many words in Nabu's order is Nabu's; shorter ones may be Warren's.
+ECHO_RUN_WORDS = 3
+# Slack before an utterance's audio: VAD's start, and the frames queued before Whisper.
+UTTERANCE_SLACK_S = 1.0
+
+
+class SpokenWords(BaseObserver):
+    """What Nabu is saying aloud, sentence by sentence."""
+
+    def __init__(self, clock=time.monotonic, **kwargs):
+        super().__init__(**kwargs)
+        self._clock = clock
+        self._said: collections.deque[tuple[float, list[str]]] = collections.deque()
+        self._seen: collections.deque[int] = collections.deque(maxlen=64)
+
+    async def on_push_frame(self, data: FramePushed):
+        # Taken when the TTS sends a sentence on, as its audio starts: the output transport
+        # passes the text on only after the sentence has played, and its echo is
+        # transcribed (and must be recognised) while it is still playing.
+        frame = data.frame
+        if isinstance(frame, TTSTextFrame) and frame.id not in self._seen:
+            self._seen.append(frame.id)
+            self.said(frame.text)
+
+    def said(self, text: str) -> None:
+        now = self._clock()
+        self._said.append((now, normalise(text).split()))
+        while self._said and self._said[0][0] < now - KEEP_SPOKEN_S:
+            self._said.popleft()
+
+    def runs(self) -> set[tuple[str, ...]]:
+        """Every ECHO_RUN_WORDS words Nabu said in a row lately (across its sentences too)."""
+        words = [w for _, sentence in self._said for w in sentence]
+        n = ECHO_RUN_WORDS
+        return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def without_echo(heard: str, said_runs: set[tuple[str, ...]]) -> str:
+    """`heard` less every word inside a run of ECHO_RUN_WORDS that Nabu said in that order."""
+    tokens = heard.split()
+    words = [normalise(t) for t in tokens]
+    echo = [False] * len(tokens)
+    n = ECHO_RUN_WORDS
+    for i in range(len(words) - n + 1):
+        if tuple(words[i : i + n]) in said_runs:
+            echo[i : i + n] = [True] * n
+    return " ".join(t for t, e in zip(tokens, echo, strict=True) if not e)
+
+
+class EchoWords(FrameProcessor):
+    """After the STT: takes Nabu's own words out of what Whisper heard (see the module doc)."""
+
+    def __init__(self, spoken: SpokenWords, reference: EchoReference, **kwargs):
+        super().__init__(**kwargs)
+        self._spoken = spoken
+        self._reference = reference
+
+    def _overlapped_echo(self, frame: TranscriptionFrame) -> bool:
+        """Whether Nabu's voice was in the microphone during the audio of `frame`."""
+        evidence = frame.result
+        audio_s, stt_s = getattr(evidence, "audio_s", None), getattr(evidence, "stt_s", None)
+        if audio_s is None or stt_s is None or self._reference.echo_heard_at is None:
+            return False
+        began = self._reference.now() - stt_s - audio_s - UTTERANCE_SLACK_S
+        return self._reference.echo_heard_at >= began
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if (
+            isinstance(frame, TranscriptionFrame)
+            and frame.text.strip()
+            and self._overlapped_echo(frame)
+        ):
+            kept = without_echo(frame.text, self._spoken.runs())
+            if kept != frame.text:
+                logger.info(f"{self}: Nabu's own words heard back: [{frame.text}] -> [{kept}]")
+                frame = replace(frame, text=kept) if kept.strip() else consumed(frame)
+        await self.push_frame(frame, direction)
