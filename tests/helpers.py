@@ -57,3 +57,8 @@ def nabu(*args: str | Path, timeout: float = 240, **kwargs) -> subprocess.Comple
         timeout=timeout,
         **kwargs,
     )
+
+
+def marys_safety(**settings) -> dict:
+    """The safety section of the tests' family: Warren's daughter Mary, and `settings`."""
+    return {"contact_name": "Mary", "contact_relation": "daughter", **settings}

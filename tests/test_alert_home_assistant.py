@@ -13,6 +13,8 @@ import pytest
 from nabu_pipeline.scripted_llm import Script, ScriptedLLMServer
 from nabu_pipeline.talk import talk
 
+from .helpers import marys_safety
+
 ha_core = pytest.importorskip(
     "tests.home_assistant.core",
     reason="needs the Home Assistant test fixture (tests/home_assistant)",
@@ -50,11 +52,9 @@ async def test_spoken_call_for_help_reaches_home_assistant_notify(
     with ScriptedLLMServer(Script(ttft_s=0.05)) as llm:
         config = config_for(
             llm.url,
-            safety={
-                "contact_name": "Mary",
-                "contact_relation": "daughter",
-                "home_assistant_notify": "notify.family",
-            },
+            safety=marys_safety(
+                home_assistant_notify="notify.family",
+            ),
         )
         result = await talk(config, [clip], tmp_path / "out.wav")
     assert llm.requests == []

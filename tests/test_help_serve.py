@@ -14,6 +14,7 @@ import pytest
 from nabu_pipeline.scripted_llm import Script, ScriptedLLMServer
 
 from .alert_receiver import ThreadedAlertReceiver
+from .helpers import marys_safety
 from .phone_client import PhoneClient, load_pcm
 from .server_harness import in_process
 
@@ -26,12 +27,10 @@ async def test_help_is_delivered_after_the_phone_vanishes(synth, config_for):
         with ScriptedLLMServer(Script(ttft_s=0.05)) as llm:
             config = config_for(
                 llm.url,
-                safety={
-                    "contact_name": "Mary",
-                    "contact_relation": "daughter",
-                    "alert_webhooks": [receiver.url],
-                    "retry_base_delay_s": 2.0,
-                },
+                safety=marys_safety(
+                    alert_webhooks=[receiver.url],
+                    retry_base_delay_s=2.0,
+                ),
             )
             with in_process(config) as srv:
                 async with PhoneClient(srv.ws()) as phone:

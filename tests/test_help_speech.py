@@ -23,6 +23,7 @@ from transports.wav_file import EchoPath
 
 from .alert_receiver import AlertReceiver
 from .conftest import CLIPS, concat_wavs, transcribe
+from .helpers import marys_safety
 
 pytestmark = pytest.mark.slow
 
@@ -57,11 +58,7 @@ def degrade(path: Path, out: Path, seed: int = 0) -> Path:
 
 
 def _safety(receiver: AlertReceiver) -> dict:
-    return {
-        "contact_name": "Mary",
-        "contact_relation": "daughter",
-        "alert_webhooks": [receiver.url],
-    }
+    return marys_safety(alert_webhooks=[receiver.url])
 
 
 @pytest.mark.parametrize("condition", ["clean", "degraded"])
@@ -181,14 +178,12 @@ async def test_every_channel_down_warren_hears_it_plainly(
     with ScriptedLLMServer(Script(ttft_s=0.05)) as llm:
         config = config_for(
             llm.url,
-            safety={
-                "contact_name": "Mary",
-                "contact_relation": "daughter",
-                "alert_webhooks": [refused_url() + "/alert"],
-                "home_assistant_notify": "mobile_app_marys_phone",
-                "delivery_deadline_s": 3.0,
-                "retry_base_delay_s": 0.5,
-            },
+            safety=marys_safety(
+                alert_webhooks=[refused_url() + "/alert"],
+                home_assistant_notify="mobile_app_marys_phone",
+                delivery_deadline_s=3.0,
+                retry_base_delay_s=0.5,
+            ),
         )
         monkeypatch.setenv("NABU_HA_URL", refused_url())
         monkeypatch.setenv("NABU_HA_TOKEN", "not-a-real-token")

@@ -67,6 +67,15 @@ def screenshots_dir(tmp_path: Path) -> Path:
     return path
 
 
+def open_app(pw, srv, profile: Path, mic: Path | None):
+    """The phone app at `srv`'s `/` in a phone-sized Chromium, loaded."""
+    browser = launch(pw, profile, mic)
+    page = browser.pages[0] if browser.pages else browser.new_page()
+    page.goto(f"{srv.http}/")
+    wait_for(page, "ev.some(e => e.type === 'loaded')", 30, "app loaded")
+    return page
+
+
 def launch(pw, profile: Path, mic: Path | None):
     """A phone-sized Chromium; a persistent profile, since incognito apps are not installable."""
     args = ["--no-sandbox", "--disable-gpu", "--no-first-run"]
@@ -346,10 +355,7 @@ def test_phone_app_says_what_to_do_when_the_microphone_is_refused(tmp_path):
         ) as srv,
         playwright.sync_playwright() as pw,
     ):
-        browser = launch(pw, tmp_path / "profile", mic=None)
-        page = browser.pages[0] if browser.pages else browser.new_page()
-        page.goto(f"{srv.http}/")
-        wait_for(page, "ev.some(e => e.type === 'loaded')", 30, "app loaded")
+        page = open_app(pw, srv, tmp_path / "profile", None)
         page.click("#big")
         wait_for(page, "ev.some(e => e.type === 'problem')", 30, "microphone problem")
         problem = next(e for e in events(page) if e["type"] == "problem")
@@ -365,7 +371,7 @@ def test_phone_app_says_what_to_do_when_the_microphone_is_refused(tmp_path):
         assert wide <= 0, f"{wide}px wider than the phone at 200% text"
         shot(page, shots, "microphone-refused-200pc-text")
         assert srv.health()["sessions"] == 0  # nothing connected without a microphone
-        browser.close()
+        page.context.close()
 
 
 @pytest.mark.slow
@@ -387,10 +393,7 @@ def test_hold_to_talk_hears_only_while_the_button_is_held(tmp_path):
         ) as srv,
         playwright.sync_playwright() as pw,
     ):
-        browser = launch(pw, tmp_path / "profile", mic)
-        page = browser.pages[0] if browser.pages else browser.new_page()
-        page.goto(f"{srv.http}/")
-        wait_for(page, "ev.some(e => e.type === 'loaded')", 30, "app loaded")
+        page = open_app(pw, srv, tmp_path / "profile", mic)
         page.click("text=Hold to talk")
         page.click("#big")
         wait_for(page, "ev.some(e => e.type === 'bot-ready')", 90, "connected")
@@ -414,7 +417,7 @@ def test_hold_to_talk_hears_only_while_the_button_is_held(tmp_path):
         ).lower()
         assert len(llm.requests) == 1 and "locked" in sent and "kitchen" not in sent
         print(f"\nHold to talk: heard only {heard!r} (the radio before the hold was not sent)")
-        browser.close()
+        page.context.close()
 
 
 @pytest.mark.slow
@@ -435,10 +438,7 @@ def test_server_closing_a_quiet_session_goes_unnoticed(tmp_path):
         ) as srv,
         playwright.sync_playwright() as pw,
     ):
-        browser = launch(pw, tmp_path / "profile", mic)
-        page = browser.pages[0] if browser.pages else browser.new_page()
-        page.goto(f"{srv.http}/")
-        wait_for(page, "ev.some(e => e.type === 'loaded')", 30, "app loaded")
+        page = open_app(pw, srv, tmp_path / "profile", mic)
         page.click("#big")
         wait_for(
             page,
@@ -457,5 +457,5 @@ def test_server_closing_a_quiet_session_goes_unnoticed(tmp_path):
         assert "reconnecting" not in states and "problem" not in states, states
         assert page.inner_text("#status-word") == "Listening"
         print(f"\nIdle closes: {count(page, 'disconnected')}, states shown {states}")
-        browser.close()
+        page.context.close()
     assert "nobody spoke for 3s" in (tmp_path / "serve.log").read_text()

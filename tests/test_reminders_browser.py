@@ -10,9 +10,6 @@ with its RTVI server message.
 from __future__ import annotations
 
 import asyncio
-import queue
-import subprocess
-import threading
 import time
 from datetime import datetime, timedelta
 
@@ -27,7 +24,7 @@ from processors.reminder_time import plan_reminder
 from .alert_receiver import ThreadedAlertReceiver
 from .conftest import CLIPS
 from .server_harness import cli_process
-from .test_web_client import CHROMIUM, browser_events, fake_microphone
+from .test_web_client import CHROMIUM, browser_events, fake_microphone, headless_chromium
 
 pytestmark = pytest.mark.slow
 
@@ -70,32 +67,8 @@ def test_reminders_on_the_pipecat_web_client(tmp_path):
             deadline = time.monotonic() + 30
             while not receiver.received and time.monotonic() < deadline:
                 time.sleep(0.2)
-            proc = subprocess.Popen(
-                [
-                    CHROMIUM,
-                    "--headless=new",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--no-first-run",
-                    f"--user-data-dir={tmp_path / 'profile'}",
-                    "--use-fake-ui-for-media-stream",
-                    "--use-fake-device-for-media-stream",
-                    f"--use-file-for-fake-audio-capture={mic}",
-                    "--autoplay-policy=no-user-gesture-required",
-                    "--enable-logging=stderr",
-                    "--v=0",
-                    f"{srv.http}/desk?autostart=1",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-                errors="replace",
-            )
-            lines: queue.Queue = queue.Queue()
-            threading.Thread(
-                target=lambda: [lines.put(line) for line in proc.stderr], daemon=True
-            ).start()
-            try:
+            mic_page = f"{srv.http}/desk?autostart=1"
+            with headless_chromium(mic_page, mic, tmp_path / "profile") as (proc, lines):
                 events = browser_events(
                     proc, lines, lambda evs: bool(_server_messages(evs, "nabu-notice")), 90
                 )
@@ -114,12 +87,6 @@ def test_reminders_on_the_pipecat_web_client(tmp_path):
                     ),
                     90,
                 )
-            finally:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
         log = srv.log()
     missed = receiver.received[0].body
     notice = _server_messages(events, "nabu-notice")[0]["data"]["text"]

@@ -15,6 +15,7 @@ import pytest
 from nabu_pipeline.scripted_llm import Script, ScriptedLLMServer
 
 from .alert_receiver import AlertReceiver
+from .helpers import marys_safety
 from .phone_client import PhoneClient, load_pcm
 from .server_harness import in_process
 
@@ -44,13 +45,11 @@ async def test_timer_fires_on_the_phone_is_acknowledged_by_voice_and_an_ignored_
         with ScriptedLLMServer(Script(ttft_s=0.05)) as llm:
             config = config_for(
                 llm.url,
-                safety={
-                    "contact_name": "Mary",
-                    "contact_relation": "daughter",
-                    "alert_webhooks": [receiver.url],
-                    "reminder_repeat_after_s": 15,
-                    "reminder_escalate_min": 0.5,  # 30 s
-                },
+                safety=marys_safety(
+                    alert_webhooks=[receiver.url],
+                    reminder_repeat_after_s=15,
+                    reminder_escalate_min=0.5,  # 30 s
+                ),
             )
             with in_process(config) as srv:
                 async with PhoneClient(srv.ws()) as phone:

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,42 @@ def fake_microphone(clip: Path, out: Path, lead_s: float = 1.0, tail_s: float = 
     return lead_s + len(mono) / rate
 
 
+@contextmanager
+def headless_chromium(url: str, mic: Path, profile: Path):
+    """Debian's Chromium on `url`, `mic` as its microphone; yields it and its stderr lines."""
+    proc = subprocess.Popen(
+        [
+            CHROMIUM,
+            "--headless=new",
+            "--no-sandbox",  # CI runs as root
+            "--disable-gpu",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={mic}",
+            "--autoplay-policy=no-user-gesture-required",
+            "--enable-logging=stderr",
+            "--v=0",
+            url,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+    )
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True).start()
+    try:
+        yield proc, lines
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def browser_events(proc: subprocess.Popen, lines: queue.Queue, until, within_s: float):
     events = []
     deadline = time.monotonic() + within_s
@@ -92,44 +129,14 @@ def test_pipecat_web_client_in_chromium(tmp_path):
             "NABU_AUTH_TOKEN": token,
         }
         with cli_process(env, tmp_path / "serve.log") as srv:
-            proc = subprocess.Popen(
-                [
-                    CHROMIUM,
-                    "--headless=new",
-                    "--no-sandbox",  # CI runs as root
-                    "--disable-gpu",
-                    "--no-first-run",
-                    f"--user-data-dir={tmp_path / 'profile'}",
-                    "--use-fake-ui-for-media-stream",
-                    "--use-fake-device-for-media-stream",
-                    f"--use-file-for-fake-audio-capture={mic}",
-                    "--autoplay-policy=no-user-gesture-required",
-                    "--enable-logging=stderr",
-                    "--v=0",
-                    f"{srv.http}/desk?autostart=1&token={token}",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-                errors="replace",
-            )
-            lines: queue.Queue = queue.Queue()
-            threading.Thread(
-                target=lambda: [lines.put(line) for line in proc.stderr], daemon=True
-            ).start()
-            try:
+            url = f"{srv.http}/desk?autostart=1&token={token}"
+            with headless_chromium(url, mic, tmp_path / "profile") as (proc, lines):
                 events = browser_events(
                     proc,
                     lines,
                     lambda evs: any(e["type"] == "bot-stopped-speaking" for e in evs),
                     within_s=120,
                 )
-            finally:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
             time.sleep(1.0)  # the server notices the page closing
             health = srv.health()
         log = srv.log()
