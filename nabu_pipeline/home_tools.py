@@ -62,6 +62,10 @@ def _catalogue(actions: HomeActions) -> str:
     return "Warren's devices:\n" + "\n".join(lines)
 
 
+def _names(description: str) -> dict:
+    return {"type": "array", "items": {"type": "string"}, "description": description}
+
+
 def tools_schema(actions: HomeActions) -> ToolsSchema:
     catalogue = _catalogue(actions)
     read = FunctionSchema(
@@ -72,11 +76,7 @@ def tools_schema(actions: HomeActions) -> ToolsSchema:
             f"the home.\n{catalogue}"
         ),
         properties={
-            "names": {
-                "type": "array",
-                "items": {"type": "string"},
-                "description": "Device names as listed; empty for all devices.",
-            },
+            "names": _names("Device names as listed; empty for all devices."),
             "area": {"type": "string", "description": "Only devices in this area (optional)."},
         },
         required=[],
@@ -90,11 +90,7 @@ def tools_schema(actions: HomeActions) -> ToolsSchema:
             f"{catalogue}"
         ),
         properties={
-            "names": {
-                "type": "array",
-                "items": {"type": "string"},
-                "description": "Device names as listed.",
-            },
+            "names": _names("Device names as listed."),
             "action": {"type": "string", "enum": list(ACTIONS)},
             "temperature": {
                 "type": "number",

@@ -6,7 +6,9 @@
                                    "value": "C"}             (speech_rate, address_as, home_town)
     PATCH  /api/memory/{id}       {"words": "..."}          200 {"fact": ...}
     DELETE /api/memory/{id}                                 204 (the words are erased)
-    GET    /memory.html, /memory.js                        the page section that uses it
+
+(The family's page that uses it, /memory.html and /memory.js, is served with the app's
+other static files: phone_app.py.)
 
 The same rules as the phone's WebSocket: a browser page from another origin is
 refused (403), and when `nabu serve` has a token every call must present it
@@ -17,16 +19,14 @@ The server passes its own check in (`authorize`), so there is one rule.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nabu_pipeline.memory_store import PREFERENCES, MemoryStore, MemoryStoreError
 
-WEB_DIR = Path(__file__).with_name("web")
 MAX_WORDS_CHARS = 500
 # What a family member may set, and how it reads back to Warren.
 PREFERENCE_WORDS = {
@@ -155,17 +155,5 @@ def memory_router(store: Callable[[], MemoryStore], authorize: Authorize) -> API
         if not await store().aforget(fact_id):
             return _error(404, f"no fact {fact_id}")
         return Response(status_code=204)
-
-    @router.get("/memory.html", include_in_schema=False)
-    async def page() -> FileResponse:
-        return FileResponse(WEB_DIR / "memory.html", headers={"Cache-Control": "no-cache"})
-
-    @router.get("/memory.js", include_in_schema=False)
-    async def script() -> FileResponse:
-        return FileResponse(
-            WEB_DIR / "memory.js",
-            media_type="text/javascript",
-            headers={"Cache-Control": "no-cache"},
-        )
 
     return router

@@ -5,6 +5,8 @@
     GET /manifest.webmanifest  web app manifest (standalone display, icons)
     GET /sw.js                 service worker (root scope: the app starts offline and says so)
     GET /app.js, /app.css      the app's code and style; /icons/*.png its icons
+    GET /nabu-client.js        the Pipecat web client both pages use
+    GET /memory.html, .js      the family's page on what Nabu remembers
     GET /pairing               {"url", "svg"}: a link + QR code pairing one more phone;
                                needs the master token (Authorization: Bearer) when one is set
 
@@ -40,6 +42,9 @@ STATIC = {
     "app.css": "text/css",
     "manifest.webmanifest": "application/manifest+json",
     "sw.js": "text/javascript",
+    "nabu-client.js": "text/javascript",  # the Pipecat web client, bundled (both pages)
+    "memory.html": "text/html",  # the family's memory page (its API: memory_api.py)
+    "memory.js": "text/javascript",
 }
 ICONS = ("icon-192.png", "icon-512.png", "icon-maskable-512.png", "apple-touch-icon.png")
 NO_CACHE = {"Cache-Control": "no-cache"}

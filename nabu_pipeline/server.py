@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI, Request, WebSocket
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from loguru import logger
 from pipecat.frames.frames import OutputTransportMessageUrgentFrame
 from pipecat.pipeline.worker import PipelineWorker
@@ -242,14 +242,6 @@ class NabuServer:
             )
 
         phone_app.add_routes(app, self)
-
-        @app.get("/nabu-client.js", include_in_schema=False)
-        async def client_js() -> FileResponse:
-            return FileResponse(
-                WEB_DIR / "nabu-client.js",
-                media_type="text/javascript",
-                headers={"Cache-Control": "no-cache"},
-            )
 
         @app.websocket("/ws")
         async def ws(websocket: WebSocket) -> None:
