@@ -16,13 +16,16 @@ own echo canceller works, where no echo is measured.
 from __future__ import annotations
 
 import collections
+import functools
 import time
 from dataclasses import replace
+from difflib import SequenceMatcher
 
 from loguru import logger
 from pipecat.frames.frames import Frame, TranscriptionFrame, TTSTextFrame
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from whisper_normalizer.english import EnglishTextNormalizer
 
 from processors.consumed_transcript import consumed
 from processors.echo_canceller import EchoReference
@@ -32,6 +35,9 @@ from processors.text_normalise import normalise
 KEEP_SPOKEN_S = 30.0
 # A run of this many words in Nabu's order is Nabu's; shorter ones may be Warren's.
 ECHO_RUN_WORDS = 3
+_NORMALISE = EnglishTextNormalizer()
+# Two words this alike (difflib's ratio) are taken for one another ("one" and "on": 0.8).
+ALIKE = 0.75
 # Slack before an utterance's audio: VAD's start, and the frames queued before Whisper.
 UTTERANCE_SLACK_S = 1.0
 
@@ -56,7 +62,7 @@ class SpokenWords(BaseObserver):
 
     def said(self, text: str) -> None:
         now = self._clock()
-        self._said.append((now, normalise(text).split()))
+        self._said.append((now, [_word(t) for t in text.split()]))
         while self._said and self._said[0][0] < now - KEEP_SPOKEN_S:
             self._said.popleft()
 
@@ -68,15 +74,33 @@ class SpokenWords(BaseObserver):
 
 
 def without_echo(heard: str, said_runs: set[tuple[str, ...]]) -> str:
-    """`heard` less every word inside a run of ECHO_RUN_WORDS that Nabu said in that order."""
+    """`heard` less every word inside a run of ECHO_RUN_WORDS that Nabu said in that order;
+    nothing at all when what is left is ECHO_RUN_WORDS or more words, each of them (or one
+    that sounds alike: Whisper wrote "The library one, Elm." of "The library on Elm Street")
+    a word Nabu said."""
     tokens = heard.split()
-    words = [normalise(t) for t in tokens]
+    words = [_word(t) for t in tokens]
     echo = [False] * len(tokens)
     n = ECHO_RUN_WORDS
     for i in range(len(words) - n + 1):
         if tuple(words[i : i + n]) in said_runs:
             echo[i : i + n] = [True] * n
+    left = [w for w, e in zip(words, echo, strict=True) if not e and w]
+    said = {w for run in said_runs for w in run}
+    if len(left) >= n and all(_among(w, said) for w in left):
+        return ""
     return " ".join(t for t, e in zip(tokens, echo, strict=True) if not e)
+
+
+@functools.lru_cache(maxsize=4096)
+def _word(token: str) -> str:
+    """One word as Whisper's English normaliser writes it: "nine" and "9" are one word."""
+    return normalise(_NORMALISE(token)) or normalise(token)
+
+
+def _among(word: str, said: set[str]) -> bool:
+    near = (s for s in said if abs(len(s) - len(word)) <= 2)
+    return word in said or any(SequenceMatcher(None, word, s).ratio() >= ALIKE for s in near)
 
 
 class EchoWords(FrameProcessor):

@@ -30,6 +30,10 @@ def runs_of(*sentences: str) -> set[tuple[str, str]]:
         ),
         ("that night. Help me. I've fallen.", "that night. Help me. I've fallen."),
         ("It has large", ""),
+        # Misheard echo: every word Nabu's, or one like it (CI, with one core kept busy).
+        ("The library one, Elm.", ""),
+        ("The library on Elm Street opens at 9 in the...", ""),
+        ("books near the front desk", ""),
         ("the front desk, stop.", "stop."),
         # His words that Nabu also said, one at a time, stay.
         ("Help!", "Help!"),
@@ -37,6 +41,7 @@ def runs_of(*sentences: str) -> set[tuple[str, str]]:
         ("Can you help me?", "Can you help me?"),
         ("Yes, the car.", "Yes, the car."),
         ("What time does it open?", "What time does it open?"),
+        ("Is the library open?", "Is the library open?"),
     ],
 )
 def test_runs_of_nabus_words_leave_and_his_stay(heard, kept):
