@@ -54,6 +54,7 @@ from processors.consumed_transcript import WordsStartATurn
 from processors.echo_canceller import (
     EchoCanceller,
     EchoReference,
+    SteadierOverEcho,
     reference_what_is_played,
     stamp_capture_times,
 )
@@ -241,16 +242,23 @@ def build_home(config: NabuConfig) -> HomeActions | None:
     return HomeActions(home, config.home_assistant, config.locale)
 
 
-def user_turn_params(config: NabuConfig) -> LLMUserAggregatorParams:
+def user_turn_params(
+    config: NabuConfig, echo: EchoReference | None = None
+) -> LLMUserAggregatorParams:
+    """`echo`: with echo cancellation, VAD's start is steadier while Nabu's echo may be heard."""
     turn = config.turn
-    vad = SileroVADAnalyzer(
-        params=VADParams(
-            confidence=turn.vad_confidence,
-            start_secs=turn.vad_start_s,
-            stop_secs=turn.vad_stop_s,
-            min_volume=turn.vad_min_volume,
-        )
+    params = VADParams(
+        confidence=turn.vad_confidence,
+        start_secs=turn.vad_start_s,
+        stop_secs=turn.vad_stop_s,
+        min_volume=turn.vad_min_volume,
     )
+    if echo is not None:
+        vad = SteadierOverEcho(
+            reference=echo, start_over_echo_s=turn.vad_start_over_echo_s, params=params
+        )
+    else:
+        vad = SileroVADAnalyzer(params=params)
     if turn.strategy == "smart_turn":
         stop = TurnAnalyzerUserTurnStopStrategy(
             turn_analyzer=LocalSmartTurnAnalyzerV3(
@@ -350,12 +358,12 @@ def build_session(
     home = build_home(config)
     if home is not None:
         register_home_tools(llm, context, home)
-    user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
-        context, user_params=user_turn_params(config)
-    )
-    release_gate = SpeechReleaseGate(config.turn.pause_tolerance_s, utterance)
     echo = echo_reference or EchoReference(config.audio.in_sample_rate_hz)
     aec_on = config.audio.echo_cancellation
+    user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
+        context, user_params=user_turn_params(config, echo if aec_on else None)
+    )
+    release_gate = SpeechReleaseGate(config.turn.pause_tolerance_s, utterance)
     if aec_on and echo_reference is None:
         reference_what_is_played(transport.output(), echo)
         stamp_capture_times(transport.input(), config.audio.in_sample_rate_hz)

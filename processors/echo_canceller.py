@@ -24,6 +24,7 @@ from dataclasses import replace
 import numpy as np
 import soxr
 from loguru import logger
+from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.frames.frames import Frame, InputAudioRawFrame, OutputAudioRawFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.transports.base_input import BaseInputTransport
@@ -50,6 +51,10 @@ KEEP_REFERENCE_S = 3.0
 MAX_CAPTURE_LAG_S = 0.5
 # Where the input transport leaves when each microphone frame ended, on the wall clock.
 CAPTURED_AT_KEY = "nabu_captured_at"
+# Played audio that starts this long after the last ended begins a new reply.
+BURST_GAP_S = 0.3
+# A reply's first moments, when AEC3 is still finding this reply's echo (see SteadierOverEcho).
+REPLY_ONSET_S = 1.5
 
 
 class EchoReference:
@@ -73,6 +78,10 @@ class EchoReference:
         self._in_rate = 0
         self.echo_heard_at: float | None = None
         """When (on this clock) the canceller last measured Nabu's voice in the microphone."""
+        self.echo_absent = False
+        """The canceller measured no echo (a headset, or a phone whose own AEC works)."""
+        self.burst_started_at: float | None = None
+        """When the reply now playing (or the last one) began to play."""
 
     @property
     def sample_rate(self) -> int:
@@ -80,6 +89,16 @@ class EchoReference:
 
     def now(self) -> float:
         return self._clock()
+
+    def in_reply_onset(self) -> bool:
+        """Nabu began a reply less than REPLY_ONSET_S ago, and echo was not measured absent."""
+        now = self._clock()
+        return (
+            not self.echo_absent
+            and self.burst_started_at is not None
+            and now - self.burst_started_at < REPLY_ONSET_S
+            and self._end > now - ECHO_TAIL_S
+        )
 
     def push(
         self, pcm: bytes, sample_rate_hz: int, num_channels: int = 1, at: float | None = None
@@ -97,6 +116,8 @@ class EchoReference:
         if not len(samples):
             return
         start = max(at, self._end)  # a transport sending ahead still plays back to back
+        if at > self._end + BURST_GAP_S:
+            self.burst_started_at = start
         self._chunks.append((start, samples))
         self._end = start + len(samples) / self._rate
         while self._chunks and self._chunks[0][0] < at - KEEP_REFERENCE_S:
@@ -246,7 +267,9 @@ class EchoCanceller(FrameProcessor):
         if len(self._coupling) < MIN_COUPLING_FRAMES:
             return True
         if float(np.median(self._coupling)) <= ECHO_COUPLING_MIN:
+            self._reference.echo_absent = True
             return False
+        self._reference.echo_absent = False
         self._reference.echo_heard_at = self._reference.now()
         return True
 
@@ -274,3 +297,33 @@ class EchoCanceller(FrameProcessor):
                 # hears the cancelled audio, so Nabu's echo alone never starts a turn.
                 frame.metadata[RAW_AUDIO_KEY] = raw
         await self.push_frame(frame, direction)
+
+
+class SteadierOverEcho(SileroVADAnalyzer):
+    """Silero VAD that wants longer speech to start a segment while Nabu's echo may be heard.
+
+    What AEC3 leaves of Nabu's voice (most at the start of a reply, and on a busy CPU)
+    comes in short stretches; Warren's words, even a "Stop!", last longer. Only the start
+    is made steadier, only while echo may be heard: with a headset, or a phone whose own
+    echo canceller works, Warren interrupts as fast as ever.
+    """
+
+    def __init__(self, *, reference: EchoReference, start_over_echo_s: float, **kwargs):
+        super().__init__(**kwargs)
+        self._reference = reference
+        self._start_over_echo_s = start_over_echo_s
+        self._over_echo = False
+
+    def set_params(self, params):
+        super().set_params(params)
+        self._over_echo = False
+
+    async def analyze_audio(self, buffer: bytes):
+        over_echo = self._reference.in_reply_onset()
+        if over_echo != self._over_echo and self.sample_rate:
+            self._over_echo = over_echo
+            start_s = max(self._params.start_secs, self._start_over_echo_s)
+            start_s = start_s if over_echo else self._params.start_secs
+            # set_params would also reset the VAD's state mid-speech; only the count changes.
+            self._vad_start_frames = round(start_s * self.sample_rate / self._vad_frames)
+        return await super().analyze_audio(buffer)
