@@ -288,9 +288,9 @@ class TurnConfig(_Frozen):
     vad_start_s: float = Field(default=0.2, gt=0, le=1)
     """Speech that counts as the start of a VAD segment (and can interrupt Nabu)."""
     vad_start_over_echo_s: float = Field(default=0.4, gt=0, le=1)
-    """The same while Nabu's own voice may be coming back into the microphone (it is playing
-    and echo was not measured absent): what AEC3 leaves of Nabu's voice comes in short
-    stretches and cut Nabu off 0.7-2.4 s into replies on a busy CPU; Warren's words last."""
+    """The same in the first 1.5 s of each reply, unless no echo was measured: what AEC3 leaves
+    of Nabu's voice there comes in short stretches and cut Nabu off 0.7-1.1 s into replies on
+    a busy CPU. (For whole replies it lost a short "Help me!": so only their start.)"""
     vad_confidence: float = Field(default=0.5, gt=0, le=1)
     """Silero speech probability that counts as voice (pipecat's default is 0.7)."""
     vad_min_volume: float = Field(default=0.1, ge=0, le=1)

@@ -300,12 +300,13 @@ class EchoCanceller(FrameProcessor):
 
 
 class SteadierOverEcho(SileroVADAnalyzer):
-    """Silero VAD that wants longer speech to start a segment while Nabu's echo may be heard.
+    """Silero VAD that wants longer speech to start a segment in a reply's first moments.
 
-    What AEC3 leaves of Nabu's voice (most at the start of a reply, and on a busy CPU)
-    comes in short stretches; Warren's words, even a "Stop!", last longer. Only the start
-    is made steadier, only while echo may be heard: with a headset, or a phone whose own
-    echo canceller works, Warren interrupts as fast as ever.
+    What AEC3 leaves of Nabu's voice comes in short stretches, most in the first second of
+    a reply and on a busy CPU, and cut Nabu off there. Only the start is made steadier, only
+    for REPLY_ONSET_S of each reply, and not when no echo was measured (a headset, a phone
+    whose own echo canceller works). Made steadier for whole replies, it lost a short "Help
+    me!" spoken over one: the rest of a reply keeps VAD's quick start.
     """
 
     def __init__(self, *, reference: EchoReference, start_over_echo_s: float, **kwargs):
