@@ -245,7 +245,7 @@ def build_home(config: NabuConfig) -> HomeActions | None:
 def user_turn_params(
     config: NabuConfig, echo: EchoReference | None = None
 ) -> LLMUserAggregatorParams:
-    """`echo`: with echo cancellation, VAD's start is steadier while Nabu's echo may be heard."""
+    """`echo`: with echo cancellation, VAD's start is steadier in a reply's first moments."""
     turn = config.turn
     params = VADParams(
         confidence=turn.vad_confidence,
