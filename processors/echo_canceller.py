@@ -192,11 +192,17 @@ def reference_what_is_played(output: BaseOutputTransport, reference: EchoReferen
     than the chunk's echo in the microphone, the canceller never converged and
     Nabu's voice interrupted Nabu (CI under load). The transport's own write is
     the earliest point that is surely what was played, whatever the transport.
+
+    A transport that plays faster than real time (the benchmark's, `playback_speed`)
+    is referenced as played that fast: taken at 1x, a reply played in 1.5 s stayed
+    "playing" for 6 s, over the next clip, and Nabu treated that clip as spoken over
+    its own voice (a second Whisper decode: 0.7 s on every turn of `nabu bench`).
     """
     write = output.write_audio_frame
+    speed = getattr(output, "playback_speed", 1.0)
 
     async def write_and_reference(frame: OutputAudioRawFrame) -> bool:
-        reference.push(frame.audio, frame.sample_rate, frame.num_channels)
+        reference.push(frame.audio, round(frame.sample_rate * speed), frame.num_channels)
         return await write(frame)
 
     output.write_audio_frame = write_and_reference

@@ -129,3 +129,24 @@ def test_cancelled_audio_is_used_from_a_replys_first_word_while_its_echo_comes_b
             assert all(decisions[i] for i in played), decisions
         else:
             assert not any(decisions[int(0.8 * RATE / FRAME) :]), decisions
+
+
+async def test_a_transport_playing_faster_than_real_time_is_referenced_that_fast():
+    """The benchmark plays replies at 4x. Referenced at 1x, a reply stayed "playing"
+    four times as long, over the next clip, which Nabu then took for speech over its
+    own voice (a second Whisper decode on every turn: the bench's latency regression)."""
+    from pipecat.frames.frames import OutputAudioRawFrame
+
+    from processors.echo_canceller import reference_what_is_played
+    from transports.wav_file import WavFileTransport, wav_transport_params
+
+    transport = WavFileTransport(wav_transport_params(RATE, 24000), output_speed=4.0)
+    ref = EchoReference(RATE, clock=lambda: 0.0)
+    reference_what_is_played(transport.output(), ref)
+    tone = (8000 * np.sin(np.arange(24000) / 24000 * 2 * np.pi * 220)).astype(np.int16)
+    for chunk in np.split(tone, 10):  # one second of audio in 0.1 s chunks
+        await transport.output().write_audio_frame(
+            OutputAudioRawFrame(audio=chunk.tobytes(), sample_rate=24000, num_channels=1)
+        )
+    assert ref.pull(FRAME, until=0.2).any()  # played from 0 to 0.25 s
+    assert not ref.pull(FRAME, until=0.3).any()  # not to 1 s

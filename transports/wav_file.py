@@ -134,6 +134,8 @@ class WavFileOutputTransport(BaseOutputTransport):
     ):
         super().__init__(params, **kwargs)
         self._speed = speed
+        self.playback_speed = speed
+        """How much faster than real time replies play (the echo reference follows it)."""
         self._echo = echo
         self._next_send = 0.0
         self.write_times: list[float] = []
