@@ -19,12 +19,12 @@ import collections
 import functools
 import time
 from dataclasses import replace
-from difflib import SequenceMatcher
 
 from loguru import logger
 from pipecat.frames.frames import Frame, TranscriptionFrame, TTSTextFrame
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from rapidfuzz import fuzz
 from whisper_normalizer.english import EnglishTextNormalizer
 
 from processors.consumed_transcript import consumed
@@ -36,8 +36,9 @@ KEEP_SPOKEN_S = 30.0
 # A run of this many words in Nabu's order is Nabu's; shorter ones may be Warren's.
 ECHO_RUN_WORDS = 3
 _NORMALISE = EnglishTextNormalizer()
-# Two words this alike (difflib's ratio) are taken for one another ("one" and "on": 0.8).
-ALIKE = 0.75
+# Two words this alike (rapidfuzz's ratio, 0-100, as for home names) are taken for one
+# another ("one" and "on": 80).
+ALIKE = 75
 # Slack before an utterance's audio: VAD's start, and the frames queued before Whisper.
 UTTERANCE_SLACK_S = 1.0
 
@@ -100,7 +101,7 @@ def _word(token: str) -> str:
 
 def _among(word: str, said: set[str]) -> bool:
     near = (s for s in said if abs(len(s) - len(word)) <= 2)
-    return word in said or any(SequenceMatcher(None, word, s).ratio() >= ALIKE for s in near)
+    return word in said or any(fuzz.ratio(word, s, score_cutoff=ALIKE) for s in near)
 
 
 class EchoWords(FrameProcessor):

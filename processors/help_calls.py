@@ -18,13 +18,13 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import datetime
-from difflib import SequenceMatcher
 
 from hassil.parse_expression import parse_sentence
 from hassil.sample import sample_expression
 from loguru import logger
 from pipecat.frames.frames import Frame, TranscriptionFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from rapidfuzz import fuzz
 
 from nabu_pipeline.alerts import Alert, AlertService
 from nabu_pipeline.config import GuardConfig, LocaleConfig, SafetyConfig
@@ -36,10 +36,10 @@ from processors.transcript_guard import judge, strip_phantom_sentences
 
 DO_YOU_NEED_HELP = "Do you need help?"
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
-# A transcript this close (difflib ratio) to a help sentence, or this short with a help word
-# in it, is asked about rather than passed on: on a slowed, noisy "I can't get up" Whisper
-# heard "I can't get out", and "I fell" became "I fall in".
-NEAR_HELP_RATIO = 0.8
+# A transcript this close (rapidfuzz's ratio, 0-100) to a help sentence, or this short with a
+# help word in it, is asked about rather than passed on: on a slowed, noisy "I can't get up"
+# Whisper heard "I can't get out", and "I fell" became "I fall in".
+NEAR_HELP_RATIO = 80
 SHORT_WORDS = 4
 STAND_DOWN = "All right. I'm here if you need me."
 
@@ -82,7 +82,7 @@ def sounds_like_help(text: str, sentences: frozenset[str], safety: SafetyConfig)
     if len(words) <= SHORT_WORDS and mentions_help(text, safety):
         return True
     said = " ".join(words)
-    return any(SequenceMatcher(None, said, s).ratio() >= NEAR_HELP_RATIO for s in sentences)
+    return any(fuzz.ratio(said, s, score_cutoff=NEAR_HELP_RATIO) for s in sentences)
 
 
 class HelpCallHandler(FrameProcessor):
