@@ -33,6 +33,18 @@ class Turn:
     say: str
     watch: str
     """The entity whose state is shown before and after."""
+    pause_after_words: int = 0
+    """Warren stops for `pause_s` after this many words (0: he says it in one go)."""
+    pause_s: float = 1.0
+
+    @property
+    def shown(self) -> str:
+        """What he said, with his pause marked."""
+        if not self.pause_after_words:
+            return self.say
+        words = self.say.split()
+        k = self.pause_after_words
+        return " ".join(words[:k]) + f" ({self.pause_s:g} s) " + " ".join(words[k:])
 
 
 @dataclass(frozen=True)
@@ -101,7 +113,37 @@ CONVERSATIONS = (
         ),
         stop_home_after=0,
     ),
+    # He stops mid-command, where what he has said so far could already be a command
+    # ("Turn on the kitchen") or a question: a complete command's shorter hold
+    # (turn.complete_command_hold_s) must not answer the half before he finishes.
+    Conversation(
+        "paused: light on",
+        (Turn("Turn on the kitchen light.", "light.kitchen_light", pause_after_words=4),),
+    ),
+    Conversation(
+        "paused: light off",
+        (Turn("Turn off the bedroom light.", "light.bedroom_light", pause_after_words=3),),
+        setup=(("bedroom_light_power", True),),
+    ),
+    Conversation(
+        "paused: lock question",
+        (Turn("Is the front door locked?", "lock.front_door", pause_after_words=4),),
+    ),
+    Conversation(
+        "paused: garage close",
+        (Turn("Close the garage door.", "cover.garage_door", pause_after_words=3),),
+        setup=(("garage_door_up", True),),
+    ),
+    Conversation(
+        "paused: unlock, confirmed",
+        (
+            Turn("Please unlock the front door.", "lock.front_door", pause_after_words=2),
+            Turn("Yes.", "lock.front_door"),
+        ),
+    ),
 )
+# Silence after his last word in every clip (`_speak`).
+TRAILING_PAD_S = 0.3
 
 # The scripted model's tool calls for the requests the phrases leave to it.
 LLM_CALLS = {
@@ -132,15 +174,21 @@ def scripted_model(messages: list[dict]):
     return [ToolCall(READ, {"names": []})]
 
 
-def _speak(text: str, path: Path) -> Path:
+def _speak(turn: Turn, path: Path) -> Path:
+    from benchmarks.suites import pause_after_word
     from nabu_pipeline import engines
 
     voice = engines.piper(TTSConfig())
-    pcm = b"".join(c.audio_int16_bytes for c in voice.synthesize(text))
+    pcm = b"".join(c.audio_int16_bytes for c in voice.synthesize(turn.say))
     samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768
     samples = soxr.resample(samples, voice.config.sample_rate, 16000)
+    if turn.pause_after_words:
+        pcm16 = (np.clip(samples, -1, 1) * 32767).astype(np.int16)
+        pcm16 = pause_after_word(pcm16, turn.pause_after_words, turn.pause_s)
+        samples = pcm16.astype(np.float32) / 32768
     pad = np.zeros(int(0.5 * 16000), dtype=np.float32)
-    sf.write(str(path), np.concatenate([pad, samples, pad[:4800]]), 16000, subtype="PCM_16")
+    tail = pad[: int(TRAILING_PAD_S * 16000)]
+    sf.write(str(path), np.concatenate([pad, samples, tail]), 16000, subtype="PCM_16")
     return path
 
 
@@ -200,8 +248,11 @@ def run_home(args, config: NabuConfig) -> dict:
                     )
     finally:
         core.destroy()
-    local = [r["voice_to_voice_s"] for r in rows if r["path"] == "local" and r["voice_to_voice_s"]]
-    llm = [r["voice_to_voice_s"] for r in rows if r["path"] == "LLM" and r["voice_to_voice_s"]]
+    # The paths' latency from requests said in one go; the paused ones are reported apart.
+    whole = [r for r in rows if not r["pause_s"]]
+    local = [r["voice_to_voice_s"] for r in whole if r["path"] == "local" and r["voice_to_voice_s"]]
+    llm = [r["voice_to_voice_s"] for r in whole if r["path"] == "LLM" and r["voice_to_voice_s"]]
+    paused = [r for r in rows if r["pause_s"]]
     stt = [r["stt_s"] for r in rows if r.get("stt_s")]
     return {
         "suite": "home",
@@ -214,15 +265,18 @@ def run_home(args, config: NabuConfig) -> dict:
         "load_average": [round(x, 1) for x in os.getloadavg()],
         "stt_s": {"p50": _pct(stt, 50), "p95": _pct(stt, 95), "n": len(stt)},
         "pause_tolerance_s": config.turn.pause_tolerance_s,
+        "complete_command_hold_s": config.turn.complete_command_hold_s,
+        "paused_cut": sum(bool(r["spoke_before_he_finished"]) for r in paused),
+        "paused_n": len(paused),
     }
 
 
 async def _conversation(conv, core, server, data, clips, work, talk, n) -> list[dict]:
     inputs = []
     for turn in conv.turns:
-        if turn.say not in clips:
-            clips[turn.say] = _speak(turn.say, work / f"clip{len(clips)}.wav")
-        inputs.append(clips[turn.say])
+        if turn.shown not in clips:
+            clips[turn.shown] = _speak(turn, work / f"clip{len(clips)}.wav")
+        inputs.append(clips[turn.shown])
 
     def read(entity_id: str):
         try:
@@ -252,10 +306,21 @@ async def _conversation(conv, core, server, data, clips, work, talk, n) -> list[
     for i, turn in enumerate(conv.turns):
         record = said[i] if i < len(said) else {}
         llm_calls = requests_at[i + 1] - requests_at[i] if i + 1 < len(requests_at) else 0
+        # Nabu spoke while he was still saying it (in his pause): the half was answered.
+        early = []
+        if i < len(result.input_end_times):
+            began = result.input_start_times[i]
+            ended = result.input_end_times[i] - TRAILING_PAD_S
+            early = [t for t in result.write_times if began <= t < ended]
         row = {
             "conversation": conv.name,
-            "said": turn.say,
+            "said": turn.shown,
+            "pause_s": turn.pause_s if turn.pause_after_words else 0.0,
+            "spoke_before_he_finished": bool(early),
             "heard": heard[i]["transcript"].strip() if i < len(heard) else "",
+            # A pause may make two transcripts and two replies: show them all.
+            "heard_all": [t["transcript"].strip() for t in heard],
+            "said_all": [t["reply"].strip() for t in said],
             "path": "LLM" if llm_calls else "local",
             "entity": turn.watch,
             "before": _state_words(before[i] if i < len(before) else None),
@@ -302,6 +367,26 @@ def markdown(r: dict) -> str:
             f"| {t['said']} | {t['heard']} | {t['path']} | {t['entity']} | {t['before']} | "
             f"{t['after']} | {t['nabu_said']} | {_s(v)} | {_s(stt)} |"
         )
+    paused = [t for t in r["turns"] if t.get("pause_s")]
+    if paused:
+        out += [
+            "",
+            "## Paused mid-command",
+            "",
+            f"Requests with a pause where the words so far could already be a command; "
+            f"complete-command hold {r['complete_command_hold_s']} s. Nabu spoke before he "
+            f"finished in {r['paused_cut']} of {r['paused_n']}.",
+            "",
+            "| Warren said | Whisper heard (all) | before | after | Nabu said (all) "
+            "| spoke before he finished |",
+            "|---|---|---|---|---|---|",
+        ]
+        for t in paused:
+            cut = "**yes**" if t["spoke_before_he_finished"] else "no"
+            out.append(
+                f"| {t['said']} | {' / '.join(t['heard_all'])} | {t['before']} | {t['after']} "
+                f"| {' / '.join(t['said_all'])} | {cut} |"
+            )
     return "\n".join(out) + "\n"
 
 

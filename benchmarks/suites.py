@@ -42,7 +42,7 @@ def word_spans(samples: np.ndarray) -> list[tuple[str, float, float]]:
     return [(w.word.strip(), w.start, w.end) for s in segments for w in (s.words or [])]
 
 
-def _insert(samples: np.ndarray, at_s: list[float], pauses: list[float]) -> np.ndarray:
+def insert_silences(samples: np.ndarray, at_s: list[float], pauses: list[float]) -> np.ndarray:
     out, last = [], 0
     for at, pause in zip(at_s, pauses, strict=True):
         cut = int(at * SAMPLE_RATE)
@@ -50,6 +50,13 @@ def _insert(samples: np.ndarray, at_s: list[float], pauses: list[float]) -> np.n
         last = cut
     out.append(samples[last:])
     return np.concatenate(out)
+
+
+def pause_after_word(samples: np.ndarray, words: int, pause_s: float) -> np.ndarray:
+    """`samples` with `pause_s` of silence between its `words`-th word and the next."""
+    spans = word_spans(samples)
+    gap_mid = (spans[words - 1][2] + spans[words][1]) / 2
+    return insert_silences(samples, [gap_mid], [pause_s])
 
 
 def paused_suite(clips: list[Clip]) -> list[PausedClip]:
@@ -71,7 +78,7 @@ def paused_suite(clips: list[Clip]) -> list[PausedClip]:
             at_s.append(gap_mid)
             pauses.append(PAUSES_S[n % len(PAUSES_S)])
             n += 1
-        samples = _insert(clip.samples, at_s, pauses)
+        samples = insert_silences(clip.samples, at_s, pauses)
         items.append(
             PausedClip(
                 clip=clip.variant("paused", samples),

@@ -281,8 +281,10 @@ class TurnConfig(_Frozen):
     paused suite 1.3 s still cut 12 of 20 sentences, 1.6 s 5 (mostly Whisper, not timing).
     The reply is prepared meanwhile; 0 disables the hold."""
     complete_command_hold_s: float = Field(default=0.3, ge=0, le=5)
-    """The hold for a reply to an utterance that is already complete (a whole home command,
-    a yes or no to Nabu's question): it need not wait out pause_tolerance_s."""
+    """The hold for a reply to an utterance that is already complete (a home command naming
+    one device by its whole name, a yes or no to Nabu's question): it need not wait out
+    pause_tolerance_s. Less sure home commands ("close the garage", "turn on the kitchen")
+    wait for his pause to end and are never acted on if he goes on."""
     vad_stop_s: float = Field(default=0.2, gt=0, le=2)
     """Silence that ends a VAD segment (smart-turn expects 0.2)."""
     vad_start_s: float = Field(default=0.2, gt=0, le=1)

@@ -407,6 +407,7 @@ def build_session(
                     on_complete=lambda: release_gate.complete_utterance(
                         config.turn.complete_command_hold_s
                     ),
+                    utterance=utterance,
                 )
             }
             if home

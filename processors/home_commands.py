@@ -11,6 +11,15 @@ Names are tolerant of how Warren says them: an exact name or alias first, then t
 closest name (rapidfuzz) among devices the sentence can apply to; a close-but-not-sure
 name is read back, and two names that fit equally get "the kitchen light or the
 kitchen speaker?". Questions never act: a state question only reads states.
+
+Warren pauses mid-sentence, and what he has said so far can already be a command
+("close the garage ... door", "turn on the kitchen ... light"). Only a request that
+names a device by its whole name (or alias) is taken as complete, and not when that
+name is the start of a longer one and ends a sentence Whisper did not hear as finished
+("close the garage", no full stop): it is carried out at once and its reply held only
+`turn.complete_command_hold_s`. Anything less sure (part of a name, an area, two
+devices that fit, a doubtful name) waits until his pause is over; if he went on, the
+whole sentence decides and the half is never acted on.
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ from nabu_pipeline.home_assistant import REFUSED, UNREACHABLE, Entity, HomeAssis
 from processors.consumed_transcript import consumed
 from processors.phrases import Command, PhraseMatcher
 from processors.text_normalise import normalise
+from processors.utterance_state import UtteranceState
 
 ACTS = {"HassTurnOn": "turn_on", "HassTurnOff": "turn_off"}
 QUESTIONS = {"HassGetState", "HassClimateGetTemperature"}
@@ -57,6 +67,12 @@ NAME_SURE = 90.0
 NAME_MAYBE = 60.0
 # Two names within this many points of each other both fit: Warren is asked which.
 NAME_TIE = 5.0
+
+# A request that may be the start of a longer sentence waits for his pause to end
+# (SpeechReleaseGate marks it), polled this often, at most this long (a stuck gate must
+# not lose the command).
+PAUSE_POLL_S = 0.05
+PAUSE_WAIT_MAX_S = 20.0
 
 # Words around a name that do not make it another name.
 FILLER_WORDS = frozenset({"the", "a", "my", "our", "that", "this", "please"})
@@ -83,6 +99,14 @@ class HomeRequest:
     """How close the name heard was to the device's (rapidfuzz, 100 = exact)."""
     unreachable: bool = False
     """The home has not answered since Nabu started: the sentence is only recognised."""
+    named_whole: bool = False
+    """A device was named by its whole name or alias (hassil's strict match), and not by
+    a name a longer one begins with at the end of a sentence not heard as finished."""
+
+    @property
+    def complete(self) -> bool:
+        """Surely the whole command, not the start of a longer one he paused in."""
+        return self.named_whole and not self.ambiguous and not self.doubtful
 
     @property
     def is_question(self) -> bool:
@@ -100,6 +124,7 @@ class HomeMatcher:
         self._key: tuple = ()
         self._entities: list[Entity] = []
         self._slots: dict = {}
+        self._names: set[str] = set()
 
     def refresh(self) -> None:
         """Take the home's current names (on the event loop; the states change there)."""
@@ -112,6 +137,7 @@ class HomeMatcher:
         for e in entities:
             for name in {e.name, *e.aliases}:
                 names.append((normalise(name), e.entity_id, {"domain": e.domain}))
+        self._names = {name for name, _, _ in names}
         areas = sorted({e.area for e in entities if e.area})
         self._slots = {
             "name": TextSlotList.from_tuples(names, allow_template=False),
@@ -126,6 +152,9 @@ class HomeMatcher:
         spoken = normalise(text)
         if not spoken:
             return None
+        # Whisper ends a sentence it heard as finished with a full stop or a question mark;
+        # a pause mid-sentence usually leaves it without one ("Close the garage").
+        ended = text.rstrip().endswith((".", "?", "!"))
         if not self._entities:
             return self._match_blind(spoken)
         strict = list(recognize_all(spoken, self._intents, slot_lists=self._slots, language="en"))
@@ -133,7 +162,7 @@ class HomeMatcher:
         # words ("close the garage door": the Garage Door, not doors in the garage).
         strict.sort(key=lambda r: "name" not in r.entities)
         for result in strict:
-            request = self._resolve(result)
+            request = self._resolve(result, spoken, ended)
             if request is not None and request.entities:
                 return request
         candidates: list[HomeRequest] = []
@@ -150,7 +179,7 @@ class HomeMatcher:
                 continue
             if loose.intent.name == "HassGetState" and "state" not in loose.entities:
                 continue  # "tell me ..." with no state asked about is not about the home
-            request = self._resolve(loose)
+            request = self._resolve(loose, spoken, ended)
             if request is not None and request.entities:
                 candidates.append(request)
         # The reading whose name came closest to a device's name.
@@ -186,7 +215,7 @@ class HomeMatcher:
         empty = TextSlotList.from_tuples([], allow_template=False)
         return {"name": empty, "area": empty, "floor": empty}
 
-    def _resolve(self, result) -> HomeRequest | None:
+    def _resolve(self, result, spoken: str, ended: bool) -> HomeRequest | None:
         """The devices a recognised sentence is about (none: it doesn't fit this home)."""
         if result.intent.name not in HANDLED:
             return None
@@ -207,6 +236,13 @@ class HomeMatcher:
         by_id = {e.entity_id: e for e in self._entities}
         if "name" in slots:
             request.entities = [by_id[slots["name"].value]]
+            # "close the garage" names the Garage Door by its alias, but he may be pausing
+            # before "door": a sentence that ends in a name a longer name begins with, and
+            # that Whisper did not hear as finished, may be going on.
+            heard = normalise(slots["name"].text)
+            request.named_whole = ended or not (
+                spoken.endswith(heard) and any(n.startswith(heard + " ") for n in self._names)
+            )
         elif "name" in result.unmatched_entities:
             heard = result.unmatched_entities["name"].text
             closest = self._closest(
@@ -264,14 +300,24 @@ class HomeMatcher:
 class HomeCommands(FrameProcessor):
     """Carries out plain home commands and answers state questions without the LLM."""
 
-    def __init__(self, actions: HomeActions, phrases: PhraseMatcher, on_complete=None, **kwargs):
+    def __init__(
+        self,
+        actions: HomeActions,
+        phrases: PhraseMatcher,
+        on_complete=None,
+        utterance: UtteranceState | None = None,
+        **kwargs,
+    ):
         """`phrases`: the one command matcher, for his yes and no to a read-back.
         `on_complete`: awaited when an utterance is a whole command or an answer, so its
-        reply need not wait out the pause hold (SpeechReleaseGate.complete_utterance)."""
+        reply need not wait out the pause hold (SpeechReleaseGate.complete_utterance).
+        `utterance`: the sentence he is in; a request not surely complete waits for its
+        pause to end (None: no pause hold, everything is acted on at once)."""
         super().__init__(**kwargs)
         self._phrases = phrases
         self._actions = actions
         self._on_complete = on_complete
+        self._utterance = utterance
         home = actions.home
         self._matcher = HomeMatcher(home) if home is not None else None
         self._timer: asyncio.Task | None = None
@@ -308,7 +354,8 @@ class HomeCommands(FrameProcessor):
             await self.push_frame(frame, direction)
             return
         started = time.monotonic()
-        await self._complete()
+        if request.complete:
+            await self._complete()
         # Close the turn at once; the home may take a moment and audio must keep flowing.
         await self.push_frame(consumed(frame), direction)
         self.create_task(self._carry_out(request, frame.text, started), "home-command")
@@ -339,6 +386,9 @@ class HomeCommands(FrameProcessor):
             return "Sorry, something went wrong with your home system."
 
     async def _carry_out(self, request: HomeRequest, text: str, started: float) -> None:
+        if not request.complete and not await self._pause_over():
+            logger.info(f"{self}: [{text}] was the start of a longer sentence; not acted on")
+            return
         reply = await self.reply(request)
         logger.info(
             f"{self}: [{text}] -> {request.intent} "
@@ -346,6 +396,23 @@ class HomeCommands(FrameProcessor):
             f"({time.monotonic() - started:.2f}s)"
         )
         await self._say(text, reply)
+
+    async def _pause_over(self) -> bool:
+        """Whether the utterance just heard ended there (False: he went on, and Whisper's
+        transcript of the whole sentence came after it)."""
+        utterance = self._utterance
+        if utterance is None:
+            return True
+        heard = len(utterance.transcripts)
+        waited = 0.0
+        while waited < PAUSE_WAIT_MAX_S:
+            if len(utterance.transcripts) > heard:
+                return False
+            if utterance.pause_expired or len(utterance.transcripts) < heard:
+                return True  # the pause reached its hold, or a new utterance began
+            await asyncio.sleep(PAUSE_POLL_S)
+            waited += PAUSE_POLL_S
+        return True
 
     async def _say(self, text: str, reply: str) -> None:
         """Speak `reply`, and put the exchange in the conversation so the LLM knows what

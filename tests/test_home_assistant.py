@@ -106,6 +106,27 @@ async def test_plain_commands_act_and_questions_never_do(ha):
         assert await home.say("Tell me a story about the kitchen.") is None
 
 
+async def test_only_a_whole_name_at_the_end_makes_a_complete_command(ha):
+    """A complete command is answered after a short hold; anything that may be the start
+    of a longer sentence (he pauses mid-command) waits out his pause."""
+    async with Home(ha) as home:
+        home.matcher.refresh()
+
+        def complete(text: str) -> bool:
+            request = home.matcher.match(text)
+            assert request is not None and request.entities, text
+            return request.complete
+
+        assert complete("Close the garage door.")
+        assert complete("Turn on the kitchen lamp.")
+        assert complete("Is the front door locked?")  # the name is not where it ends
+        assert not complete("Close the garage")  # an alias, but "garage door" may follow
+        assert complete("Unlock the front door.")  # "front door lock" could, but it ended
+        assert not complete("Unlock the front door")
+        assert not complete("Turn on the kitchen")  # two devices fit
+        assert not complete("Turn off the bedroom")  # an area, not a name
+
+
 async def test_unlock_waits_for_yes(ha):
     async with Home(ha) as home:
         question = await home.say("Unlock the front door.")

@@ -229,3 +229,28 @@ async def test_the_llm_knows_what_the_local_path_did(tmp_path, synth, home_confi
         m["role"] == "assistant" and m["content"] == "The kitchen light is on." for m in first
     )
     assert any(m["role"] == "user" and "kitchen light" in m["content"].lower() for m in first)
+
+
+async def test_a_pause_inside_a_command_waits_for_the_rest(
+    tmp_path, synth, whisper_tiny, home_config, ha
+):
+    """ "Turn on the kitchen ... light.": what he said before the pause already fits two
+    devices. Asking "the kitchen light or the kitchen speaker?" into his pause (as a
+    complete command's short hold once did) cut him off; the half is never acted on or
+    answered, and the whole sentence turns on the light."""
+    from .conftest import concat_wavs
+
+    first = synth("Turn on the kitchen", "kitchen_part", tail_s=0.0)
+    rest = synth("light.", "light_part", lead_s=0.0)
+    clip = concat_wavs([first, 1.0, rest], tmp_path / "paused.wav")
+    with ScriptedLLMServer(Script(reply="The LLM answered.")) as server:
+        result = await talk(home_config(server.url), [clip], tmp_path / "out.wav")
+    assert ha.state("light.kitchen_light")["state"] == "on"
+    assert ha.state("switch.kitchen_speaker")["state"] == "off"
+    # Nothing Nabu said went out before the end of his last word (0.3 s of tail).
+    finished = result.input_end_times[0] - 0.3
+    early = [t for t in result.write_times if t < finished]
+    assert not early, f"Nabu spoke {finished - early[0]:.2f} s before he finished"
+    words = heard(whisper_tiny, tmp_path / "out.wav")
+    assert "speaker" not in words, words
+    assert {"is", "on"} <= words, words
