@@ -408,6 +408,7 @@ def build_session(
                         config.turn.complete_command_hold_s
                     ),
                     utterance=utterance,
+                    pause_hold_s=config.turn.pause_tolerance_s,
                 )
             }
             if home

@@ -69,9 +69,11 @@ NAME_MAYBE = 60.0
 NAME_TIE = 5.0
 
 # A request that may be the start of a longer sentence waits for his pause to end
-# (SpeechReleaseGate marks it), polled this often, at most this long (a stuck gate must
-# not lose the command).
+# (SpeechReleaseGate marks it), polled this often. The gate marks only pauses it held a
+# reply in (not one begun while Nabu spoke): past the hold and this slack, with him silent
+# and nothing left with Whisper, the pause is over anyway; and never more than the most.
 PAUSE_POLL_S = 0.05
+PAUSE_SLACK_S = 1.0
 PAUSE_WAIT_MAX_S = 20.0
 
 # Words around a name that do not make it another name.
@@ -306,18 +308,21 @@ class HomeCommands(FrameProcessor):
         phrases: PhraseMatcher,
         on_complete=None,
         utterance: UtteranceState | None = None,
+        pause_hold_s: float = 0.0,
         **kwargs,
     ):
         """`phrases`: the one command matcher, for his yes and no to a read-back.
         `on_complete`: awaited when an utterance is a whole command or an answer, so its
         reply need not wait out the pause hold (SpeechReleaseGate.complete_utterance).
         `utterance`: the sentence he is in; a request not surely complete waits for its
-        pause to end (None: no pause hold, everything is acted on at once)."""
+        pause to end (None: no pause hold, everything is acted on at once), which
+        `pause_hold_s` of silence (turn.pause_tolerance_s) makes."""
         super().__init__(**kwargs)
         self._phrases = phrases
         self._actions = actions
         self._on_complete = on_complete
         self._utterance = utterance
+        self._pause_hold_s = pause_hold_s
         home = actions.home
         self._matcher = HomeMatcher(home) if home is not None else None
         self._timer: asyncio.Task | None = None
@@ -410,6 +415,9 @@ class HomeCommands(FrameProcessor):
                 return False
             if utterance.pause_expired or len(utterance.transcripts) < heard:
                 return True  # the pause reached its hold, or a new utterance began
+            silent = not utterance.speaking and utterance.awaiting == 0
+            if silent and waited >= self._pause_hold_s + PAUSE_SLACK_S:
+                return True
             await asyncio.sleep(PAUSE_POLL_S)
             waited += PAUSE_POLL_S
         return True

@@ -31,6 +31,8 @@ class UtteranceState:
     awaiting: int = 0
     """Stretches of speech handed to Whisper whose transcript has not come back yet. On a
     busy CPU Whisper can take longer than his pause; he is still continuing the utterance."""
+    speaking: bool = False
+    """He is speaking now (VAD has started a stretch and not yet ended it)."""
 
     def start_speech(self) -> bool:
         """Warren started speaking; True when he is continuing the open utterance."""
@@ -39,6 +41,7 @@ class UtteranceState:
             self.transcripts.clear()
             self.awaiting = 0  # a stale count must not glue the next utterance to this one
         self.pause_expired = False
+        self.speaking = True
         return continuing
 
     def transcribed(self, text: str) -> None:

@@ -166,6 +166,7 @@ class NabuWhisperSTTService(WhisperSTTService):
         if self._utterance is None:
             await super()._handle_user_stopped_speaking(frame)
             return
+        self._utterance.speaking = False
         if self.is_usable:
             self._utterance.awaiting += 1
         await super()._handle_user_stopped_speaking(frame)  # queues it, clears the buffer

@@ -403,3 +403,31 @@ async def test_new_names_and_aliases_are_picked_up_without_a_restart(ha):
                 "aliases": ["Kitchen Lamp"],
             },
         )
+
+
+async def test_a_request_that_may_go_on_waits_for_the_end_of_his_pause():
+    from processors.utterance_state import UtteranceState
+
+    utterance = UtteranceState(pause_expired=False)
+    actions = HomeActions(None, HomeAssistantConfig(), LocaleConfig())
+    stage = HomeCommands(actions, PHRASES, utterance=utterance, pause_hold_s=0.2)
+    utterance.transcribed("Turn on the kitchen")
+    # He went on: Whisper's transcript of the whole sentence came after the half.
+    waiting = asyncio.create_task(stage._pause_over())
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+    utterance.transcribed("Turn on the kitchen light.")
+    assert await asyncio.wait_for(waiting, 10) is False
+    # The pause reached its hold (the release gate marks it).
+    waiting = asyncio.create_task(stage._pause_over())
+    await asyncio.sleep(0.1)
+    utterance.pause_expired = True
+    assert await asyncio.wait_for(waiting, 10) is True
+    # A pause the gate did not mark (it holds nothing while Nabu speaks) is over once he has
+    # been silent past the hold, with nothing left with Whisper; not while he speaks.
+    utterance.pause_expired, utterance.speaking = False, True
+    waiting = asyncio.create_task(stage._pause_over())
+    await asyncio.sleep(2.0)
+    assert not waiting.done()
+    utterance.speaking = False
+    assert await asyncio.wait_for(waiting, 10) is True
