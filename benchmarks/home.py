@@ -343,11 +343,13 @@ def markdown(r: dict) -> str:
         f"home of tests/home_assistant); Whisper {r['stt_model']}; pause hold "
         f"{r['pause_tolerance_s']} s; LLM: the local OpenAI-protocol server issuing real tool "
         f"calls (first token 0.35 s); {r['repeat']} repeat(s). A complete command's reply is "
-        "held 0.3 s after his speech (turn.complete_command_hold_s), others the full pause hold.",
+        f"held {r.get('complete_command_hold_s', 0.3)} s after his speech "
+        "(turn.complete_command_hold_s), others the full pause hold.",
         "",
-        f"Machine load average at the end {r['load_average']} on {os.cpu_count()} cores "
-        f"(other engineers' tests): Whisper took p50 {r['stt_s']['p50']} s per utterance "
-        "(about 0.8 s on an idle machine), which is most of every voice-to-voice below.",
+        f"Machine load average at the end {r['load_average']} on {os.cpu_count()} cores, "
+        "Home Assistant's core among them: Whisper took p50 "
+        f"{r['stt_s']['p50']} s per utterance (end of speech to transcript), most of every "
+        "voice-to-voice below.",
         "",
         "| path | voice-to-voice p50 (s) | p95 (s) | n |",
         "|---|---|---|---|",
