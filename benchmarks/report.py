@@ -201,6 +201,8 @@ def markdown(results: dict, plots: list[Path]) -> str:
         "",
         f"Replies that started before the speaker had finished (cut-offs): {r['early_replies']}.",
     ]
+    if "floor" in r:
+        out += ["", *_floor_markdown(r["floor"])]
     if "long_reply_80_tokens" in r:
         lr = r["long_reply_80_tokens"]
         out += [
@@ -235,6 +237,33 @@ def markdown(results: dict, plots: list[Path]) -> str:
     )
     out += ["", *[f"![{p.stem}]({p.name})" for p in plots], ""]
     return "\n".join(out)
+
+
+def _floor_markdown(f: dict) -> list[str]:
+    out = [
+        "## The floor: each stage alone against the same stage in the pipeline",
+        "",
+        "Per clip, after the pipeline runs: the same models and settings, one stage at a time "
+        "on an otherwise idle machine (`benchmarks/floor.py`). STT alone includes the VAD stop, "
+        "as the pipeline's STT is timed from the end of speech.",
+        "",
+        "| stage | alone p50 (s) | in the pipeline p50 (s) | ratio |",
+        "|---|---|---|---|",
+    ]
+    for stage, row in f["stages"].items():
+        out.append(
+            f"| {stage} | {_fmt(row['alone_p50'])} | {_fmt(row['in_pipeline_p50'])} | "
+            f"{_fmt(row['ratio'])} |"
+        )
+    v2v, floor = f.get("voice_to_voice_p50_s"), f["total_p50_s"]
+    over = round(v2v - floor, 3) if v2v is not None and floor is not None else None
+    out += [
+        "",
+        f"Floor (the stages' sum) p50 {_fmt(floor)} s; Nabu's voice-to-voice p50 {_fmt(v2v)} s: "
+        f"{_fmt(over)} s above it. Nabu's reply also waits for {f['pause_hold_s']} s of silence "
+        "after his speech (the pause hold), which runs beside these stages.",
+    ]
+    return out
 
 
 def _accuracy_markdown(r: dict, plots: list[Path]) -> str:

@@ -15,6 +15,8 @@ from tqdm import tqdm
 
 from benchmarks import report
 from benchmarks.clips import DEFAULT_MANIFEST, load_manifest, repo_path
+from benchmarks.floor import measure_floor
+from benchmarks.floor import summary as floor_summary
 from benchmarks.latency import (
     EIGHTY_TOKENS,
     THREE_SENTENCES,
@@ -84,6 +86,9 @@ def run_latency(args, config: NabuConfig) -> dict:
                     run_conversation("nabu", report.BUILDERS["nabu"], config, clips, r, progress)
                 )
                 long_reply["sequential"] += run_sequential(config, clips, r, progress)
+        if server:
+            server.script.reply = THREE_SENTENCES
+        floors = measure_floor(config, clips, url)
     finally:
         progress.close()
         if server:
@@ -137,6 +142,9 @@ def run_latency(args, config: NabuConfig) -> dict:
             "speedup_vs_sequential": _ratio(ls["p50"], ln["p50"]),
             "turns": {k: turn_dicts(v) for k, v in long_reply.items()},
         }
+    results["floor"] = floor_summary(floors, results["stages"])
+    results["floor"]["voice_to_voice_p50_s"] = nabu["p50"]
+    results["floor"]["pause_hold_s"] = config.turn.pause_tolerance_s
     results["budgets"] = report.check_budgets(results, config.budgets)
     return results
 

@@ -100,6 +100,26 @@ class TranscriptEvidence:
     e.g. an English-only model). Unintelligible sound scores low even when decoded fluently."""
 
 
+def decode(model, samples: np.ndarray, *, language, beam_size: int, prompt: str | None):
+    """One Whisper decode as Nabu does it: (segments, language scores). Blocking; the STT
+    runs it in a thread, and `nabu bench` times it alone for the floor."""
+    segments, _ = model.transcribe(
+        samples,
+        language=str(language) if language else None,
+        beam_size=beam_size,
+        initial_prompt=prompt or None,
+        condition_on_previous_text=False,
+        without_timestamps=True,
+        # No temperature fallback: on doubtful audio it re-decodes up to five
+        # times (1-2 s here) only to invent more fluent words; the guard judges.
+        temperature=0.0,
+    )
+    segments = list(segments)
+    # Thread-local: read it in the thread that decoded.
+    scores = getattr(model, "language_probabilities", lambda: None)()
+    return segments, scores
+
+
 def _floats(pcm: bytes) -> np.ndarray:
     return np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
 
@@ -231,31 +251,17 @@ class NabuWhisperSTTService(WhisperSTTService):
             padded = cancelled + bytes(max(0, len(audio) - len(cancelled)))
             other = squeeze_pauses(_floats(padded), rate)
         language = self._settings.language
-        prompt = self._settings.initial_prompt
+        options = {
+            "language": language,
+            "beam_size": self._beam_size,
+            "prompt": self._settings.initial_prompt,
+        }
         model = self._model
-        beam_size = self._beam_size
-
-        def decode(samples):
-            segments, _ = model.transcribe(
-                samples,
-                language=str(language) if language else None,
-                beam_size=beam_size,
-                initial_prompt=prompt or None,
-                condition_on_previous_text=False,
-                without_timestamps=True,
-                # No temperature fallback: on doubtful audio it re-decodes up to five
-                # times (1-2 s here) only to invent more fluent words; the guard judges.
-                temperature=0.0,
-            )
-            segments = list(segments)
-            # Thread-local: read it in the thread that decoded.
-            scores = getattr(model, "language_probabilities", lambda: None)()
-            return segments, scores
 
         def transcribe():
-            best = decode(samples)
+            best = decode(model, samples, **options)
             if other is not None:
-                second = decode(other)
+                second = decode(model, other, **options)
                 if _confidence(second[0]) > _confidence(best[0]):
                     logger.info(f"{self}: over Nabu's voice, the cancelled audio heard more")
                     best = second

@@ -57,8 +57,15 @@ def test_latency_suite_writes_results_report_and_plots(tmp_path, manifest):
     # Nabu heard the clips.
     heard = " ".join(t["transcript"].lower() for t in r["turns"]["nabu"])
     assert "forward" in heard and "joy" in heard, heard
+    # The floor: each stage alone, per clip, beside the same stage in the pipeline.
+    floor = r["floor"]
+    assert [c["clip"] for c in floor["clips"]] == ["goforward", "sb_spk2_snt2"]
+    for clip in floor["clips"]:
+        assert clip["stt_s"] > 0 and clip["llm_ttft_s"] > 0 and clip["tts_first_audio_s"] > 0
+        assert clip["total_s"] > clip["stt_s"] + clip["vad_stop_s"]
+    assert floor["stages"]["stt_s"]["in_pipeline_p50"] == r["stages"]["stt_s"]["p50"]
     report = (out / "report.md").read_text()
-    assert "Budgets" in report and "sequential" in report
+    assert "Budgets" in report and "sequential" in report and "The floor" in report
     assert (out / "stages.png").stat().st_size > 5000 and (
         out / "v2v_cdf.png"
     ).stat().st_size > 5000
