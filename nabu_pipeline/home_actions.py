@@ -25,8 +25,10 @@ from nabu_pipeline.home_assistant import Entity, HomeAssistant, HomeAssistantErr
 from processors.text_normalise import normalise
 
 NOT_CONFIGURED = "I'm not connected to a home system, so I can't do that."
-CANCELLED = "Okay, I won't {what}."
-TIMED_OUT = "I didn't hear a yes, so I won't {what}."
+# "will not", not "won't": its weak "n't" made "I won't unlock" sound like "I want to
+# unlock" (tiny.en heard exactly that), the opposite of what Nabu means.
+CANCELLED = "Okay, I will not {what}."
+TIMED_OUT = "I didn't hear a yes, so I will not {what}."
 # Door-like covers: opening one lets someone in.
 RISKY_COVER_CLASSES = frozenset({"door", "garage", "gate"})
 RISKY_COVER_WORDS = ("door", "garage", "gate")
@@ -284,6 +286,19 @@ class HomeActions:
             logger.info(f"Home: no answer in {self.config.confirm_timeout_s:.0f}s; cancelled")
             return TIMED_OUT.format(what=what)
         return None
+
+    def cancel_question(self) -> str | None:
+        """Warren said "stop" or "cancel" while a question was open: what to say instead of
+        a bare "Okay." (None: no question was open). Nothing is done."""
+        if self._choice is not None:
+            self._choice = None
+            return "Okay."
+        if self._pending is None:
+            return None
+        what = " and ".join(a.phrase for a in self._pending.actions)
+        self._pending = None
+        logger.info(f"Home: stopped; {what} cancelled")
+        return CANCELLED.format(what=what)
 
     def is_answer(self, text: str, is_yes, is_no) -> bool:
         """Whether `text` answers the open question (yes, no, or one of the names offered)."""

@@ -388,7 +388,11 @@ def build_session(
             vocabulary=config.stt.vocabulary,
         ),
         "guard": TranscriptGuard(config.guard, matcher, vocabulary=config.stt.vocabulary),
-        "stop_phrases": StopPhraseFilter(matcher, conv.stop_acknowledgement),
+        "stop_phrases": StopPhraseFilter(
+            matcher,
+            conv.stop_acknowledgement,
+            on_stop=home.cancel_question if home is not None else None,
+        ),
         "repeat": RepeatRequestHandler(
             context,
             matcher,

@@ -12,6 +12,8 @@ RTVI processor pushes down the pipeline as an `RTVIClientMessageFrame`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from loguru import logger
 from pipecat.frames.frames import Frame, TranscriptionFrame, TTSSpeakFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
@@ -27,10 +29,19 @@ STOP_MESSAGE = "stop"
 class StopPhraseFilter(FrameProcessor):
     """Turns a whole-utterance stop phrase into an interruption."""
 
-    def __init__(self, matcher: PhraseMatcher, acknowledgement: str = "Okay.", **kwargs):
+    def __init__(
+        self,
+        matcher: PhraseMatcher,
+        acknowledgement: str = "Okay.",
+        on_stop: Callable[[], str | None] | None = None,
+        **kwargs,
+    ):
+        """`on_stop`: called on every stop; a sentence it returns is said instead of the
+        acknowledgement (the home's open question: "Okay, I will not unlock the front door.")."""
         super().__init__(**kwargs)
         self._matcher = matcher
         self._ack = acknowledgement.strip()
+        self._on_stop = on_stop
 
     def is_stop_phrase(self, text: str) -> bool:
         return self._matcher.is_command(text, Command.STOP)
@@ -55,5 +66,6 @@ class StopPhraseFilter(FrameProcessor):
         await self.broadcast_interruption()
 
     async def _acknowledge(self) -> None:
-        if self._ack:
-            await self.push_frame(TTSSpeakFrame(self._ack, append_to_context=False))
+        said = self._on_stop() if self._on_stop is not None else None
+        if said or self._ack:
+            await self.push_frame(TTSSpeakFrame(said or self._ack, append_to_context=False))

@@ -140,14 +140,14 @@ async def test_unlock_waits_for_yes(ha):
 async def test_anything_but_yes_cancels_and_says_so(ha):
     async with Home(ha) as home:
         assert await home.say("Open the garage door.") == "Shall I open the garage door?"
-        assert await home.say("No.") == "Okay, I won't open the garage door."
+        assert await home.say("No.") == "Okay, I will not open the garage door."
         assert ha.state("cover.garage_door")["state"] == "closed"
         # Something else entirely cancels too, and his words go on as a new request.
         assert await home.say("Unlock the front door.") == "Shall I unlock the front door?"
         reply, consumed = await home.actions.answer(
             "What time is it?", lambda t: False, lambda t: False
         )
-        assert reply == "Okay, I won't unlock the front door." and not consumed
+        assert reply == "Okay, I will not unlock the front door." and not consumed
         assert ha.state("lock.front_door")["state"] == "locked"
 
 
@@ -155,7 +155,7 @@ async def test_silence_cancels_after_the_timeout(ha):
     async with Home(ha, confirm_timeout_s=0.5) as home:
         assert await home.say("Unlock the front door.") == "Shall I unlock the front door?"
         await asyncio.sleep(0.7)
-        assert home.actions.expired() == "I didn't hear a yes, so I won't unlock the front door."
+        assert home.actions.expired() == "I didn't hear a yes, so I will not unlock the front door."
         assert not home.actions.waiting
         assert await home.say("Yes.") is None  # a late yes answers nothing
         assert ha.state("lock.front_door")["state"] == "locked"

@@ -175,7 +175,7 @@ async def test_silence_after_the_question_cancels_and_says_so(
         await talk(config, [ask, silence], tmp_path / "out.wav")
     assert ha.state("lock.front_door")["state"] == "locked"
     words = heard(whisper_tiny, tmp_path / "out.wav")
-    # "I didn't hear a yes, so I won't unlock the front door."
+    # "I didn't hear a yes, so I will not unlock the front door."
     assert {"shall", "unlock", "hear", "yes", "won't"} <= words or {
         "shall",
         "hear",
@@ -254,3 +254,21 @@ async def test_a_pause_inside_a_command_waits_for_the_rest(
     words = heard(whisper_tiny, tmp_path / "out.wav")
     assert "speaker" not in words, words
     assert {"is", "on"} <= words, words
+
+
+async def test_cancel_while_nabu_asks_says_what_it_will_not_do(
+    tmp_path, synth, whisper_tiny, home_config, ha
+):
+    """ "Cancel." is a stop phrase; while "Shall I unlock the front door?" is open it also
+    ends that question, at once and aloud, rather than a bare "Okay." and the question
+    timing out 30 s later."""
+    ask = synth("Please unlock the front door.", "unlock")
+    cancel = synth("Cancel.", "cancel")
+    with ScriptedLLMServer(Script(reply="The LLM answered.")) as server:
+        result = await talk(home_config(server.url), [ask, cancel], tmp_path / "out.wav")
+    assert ha.state("lock.front_door")["state"] == "locked"
+    assert server.requests == []
+    replies = " ".join(t["reply"] for t in result.turns).lower()
+    assert "will not unlock the front door" in replies, result.turns
+    words = heard(whisper_tiny, tmp_path / "out.wav")
+    assert {"okay", "not", "unlock"} <= words, words  # the question has no "not"
