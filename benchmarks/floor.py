@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from piper import SynthesisConfig
 
 from benchmarks.clips import SAMPLE_RATE, Clip
 from nabu_pipeline import engines
@@ -79,6 +80,13 @@ def measure_floor(config: NabuConfig, clips: list[Clip], llm_url: str) -> list[S
     voice = engines.piper(config.tts)
     client = sync_client(None, llm_url, 30.0)
     prompt = vocabulary_prompt(config.stt.vocabulary)
+    tts = config.tts
+    speaking = SynthesisConfig(  # as NabuPiperTTSService speaks
+        length_scale=tts.length_scale,
+        volume=tts.volume,
+        noise_scale=tts.noise_scale,
+        noise_w_scale=tts.noise_w_scale,
+    )
     vad_stop_s = config.turn.vad_stop_s
     floors = []
     for clip in clips:
@@ -96,7 +104,7 @@ def measure_floor(config: NabuConfig, clips: list[Clip], llm_url: str) -> list[S
         question = " ".join(s.text.strip() for s in segments) or clip.transcript
         ttft, sentence_s, sentence = _llm_first_sentence(client, config.llm.model, question)
         start = time.perf_counter()
-        for _ in voice.synthesize(sentence or "Okay."):
+        for _ in voice.synthesize(sentence or "Okay.", syn_config=speaking):
             break
         tts_s = time.perf_counter() - start
         floors.append(
