@@ -143,6 +143,7 @@ def run_latency(args, config: NabuConfig) -> dict:
             "turns": {k: turn_dicts(v) for k, v in long_reply.items()},
         }
     results["floor"] = floor_summary(floors, results["stages"])
+    results["floor_voice_to_voice_s"] = summarise([f.total_s for f in floors])
     results["floor"]["voice_to_voice_p50_s"] = nabu["p50"]
     results["floor"]["pause_hold_s"] = config.turn.pause_tolerance_s
     results["budgets"] = report.check_budgets(results, config.budgets)

@@ -64,6 +64,9 @@ def test_latency_suite_writes_results_report_and_plots(tmp_path, manifest):
         assert clip["stt_s"] > 0 and clip["llm_ttft_s"] > 0 and clip["tts_first_audio_s"] > 0
         assert clip["total_s"] > clip["stt_s"] + clip["vad_stop_s"]
     assert floor["stages"]["stt_s"]["in_pipeline_p50"] == r["stages"]["stt_s"]["p50"]
+    totals = sorted(c["total_s"] for c in floor["clips"])
+    assert r["floor_voice_to_voice_s"]["n"] == 2, r["floor_voice_to_voice_s"]
+    assert totals[0] <= r["floor_voice_to_voice_s"]["p50"] <= totals[1]
     report = (out / "report.md").read_text()
     assert "Budgets" in report and "sequential" in report and "The floor" in report
     assert (out / "stages.png").stat().st_size > 5000 and (
