@@ -11,7 +11,6 @@ so the report can show how much the pipeline adds to each (issue 18).
 from __future__ import annotations
 
 import re
-import statistics
 import time
 from dataclasses import asdict, dataclass
 
@@ -19,6 +18,7 @@ import numpy as np
 from piper import SynthesisConfig
 
 from benchmarks.clips import SAMPLE_RATE, Clip
+from benchmarks.latency import summarise
 from nabu_pipeline import engines
 from nabu_pipeline.config import NabuConfig
 from processors.openai_endpoint import sync_client
@@ -123,27 +123,23 @@ def measure_floor(config: NabuConfig, clips: list[Clip], llm_url: str) -> list[S
 def summary(floors: list[StageFloor], in_pipeline: dict[str, dict]) -> dict:
     """p50 per stage alone and in the pipeline (`in_pipeline`: the latency suite's stages)."""
 
-    def p50(values):
-        return round(statistics.median(values), 3) if values else None
+    def alone(stage: str) -> list[float]:
+        values = [getattr(f, stage) for f in floors]
+        if stage == "stt_s":  # the pipeline's stt_s runs from the end of speech: VAD stop too
+            values = [v + f.vad_stop_s for v, f in zip(values, floors, strict=True)]
+        return values
 
     rows = {}
     for stage in FLOOR_STAGES:
-        alone = p50([getattr(f, stage) for f in floors])
-        piped = (in_pipeline.get(stage) or {}).get("p50")
+        floor = summarise(alone(stage))["p50"]
+        piped = None if stage == "vad_stop_s" else (in_pipeline.get(stage) or {}).get("p50")
         rows[stage] = {
-            "alone_p50": alone,
+            "alone_p50": floor,
             "in_pipeline_p50": piped,
-            "ratio": round(piped / alone, 2) if piped and alone else None,
+            "ratio": round(piped / floor, 2) if piped and floor else None,
         }
-    # The pipeline's stt_s runs from the end of speech, so it holds the VAD stop too.
-    stt = rows["stt_s"]
-    with_vad = [f.vad_stop_s + f.stt_s for f in floors]
-    stt["alone_p50"] = p50(with_vad)
-    piped = stt["in_pipeline_p50"]
-    stt["ratio"] = round(piped / stt["alone_p50"], 2) if piped and stt["alone_p50"] else None
-    rows["vad_stop_s"]["in_pipeline_p50"] = None
     return {
         "stages": rows,
-        "total_p50_s": p50([f.total_s for f in floors]),
+        "total_p50_s": summarise([f.total_s for f in floors])["p50"],
         "clips": [f.as_dict() for f in floors],
     }
