@@ -48,6 +48,34 @@ async def wait_sessions(srv, n: int, within_s: float = 20) -> float:
     return time.monotonic() - start
 
 
+def server_tasks(srv) -> list[str]:
+    """The in-process server's live asyncio tasks, each as its name and coroutine."""
+
+    async def described() -> list[str]:
+        return sorted(
+            f"{t.get_name()}: {t.get_coro().__qualname__}"
+            for t in asyncio.all_tasks()
+            if not t.done()
+        )
+
+    return asyncio.run_coroutine_threadsafe(described(), srv.server.loop).result(5)
+
+
+async def wait_server_tasks(srv, baseline: list[str], within_s: float = 30) -> list[str]:
+    """Wait until the server runs no more tasks than `baseline`; the tasks then running.
+
+    A session's last tasks (the websocket handler, its pipeline's shutdown) may still be
+    finishing when the server already counts the session gone, longer on a busy machine;
+    only tasks still there after `within_s` were left behind.
+    """
+    start = time.monotonic()
+    while len(now := await asyncio.to_thread(server_tasks, srv)) > len(baseline):
+        if time.monotonic() - start > within_s:
+            break
+        await asyncio.sleep(0.2)
+    return now
+
+
 def nabu(*args: str | Path, timeout: float = 240, **kwargs) -> subprocess.CompletedProcess:
     """Run the real `nabu` command (this checkout's) with these arguments; output as text."""
     return subprocess.run(

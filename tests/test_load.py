@@ -21,7 +21,7 @@ import pytest
 from nabu_pipeline.scripted_llm import Script, ScriptedLLMServer
 
 from .conftest import CLIPS
-from .helpers import captured_logs, wait_sessions
+from .helpers import captured_logs, server_tasks, wait_server_tasks, wait_sessions
 from .phone_client import PhoneClient, load_pcm
 from .server_harness import in_process
 
@@ -94,18 +94,11 @@ async def test_cycles_and_concurrent_conversations(config_for):
         fallback = {"fallback": "openai", "openai": {"base_url": llm.url}}
         config = config_for(llm.url, stt=fallback, tts=fallback)
         with in_process(config) as srv, captured_logs("ERROR") as errors:
-
-            def server_tasks() -> int:
-                async def count() -> int:
-                    return len(asyncio.all_tasks())
-
-                return asyncio.run_coroutine_threadsafe(count(), srv.server.loop).result(5)
-
             # Warm-up: every clip once, three sessions at once (models, caches, allocator pools
             # reach their working size before memory is measured).
             await asyncio.gather(*(conversation(srv, [clip]) for clip in clips))
             await wait_sessions(srv, 0)
-            rss_before, tasks_before = settled_rss_mb(), server_tasks()
+            rss_before, tasks_before = settled_rss_mb(), server_tasks(srv)
             threads_before = threading.active_count()
             problems: list[str] = []
             latencies: list[float] = []
@@ -130,8 +123,8 @@ async def test_cycles_and_concurrent_conversations(config_for):
                 problems += check(phone, plan)
                 latencies += lat
             sessions = {phone.session for phone, _ in results}
-            await asyncio.sleep(0.5)
-            rss_after, tasks_after = settled_rss_mb(), server_tasks()
+            tasks_after = await wait_server_tasks(srv, tasks_before)
+            rss_after = settled_rss_mb()
             threads_after = threading.active_count()
             health = await asyncio.to_thread(srv.health)
 
@@ -146,14 +139,15 @@ async def test_cycles_and_concurrent_conversations(config_for):
         f"{rss_after:.0f} MiB after the concurrent conversations "
         f"({rss_after - rss_before:+.0f} MiB)\n"
         f"  RSS per cycle (MiB): {' '.join(f'{r:.0f}' for r in rss_by_cycle)}\n"
-        f"  server asyncio tasks {tasks_before} -> {tasks_after}; threads {threads_before} -> "
-        f"{threads_after}"
+        f"  server asyncio tasks {len(tasks_before)} -> {len(tasks_after)}; threads "
+        f"{threads_before} -> {threads_after}\n"
+        f"  tasks before: {tasks_before}\n  tasks after: {tasks_after}"
     )
     print(report)
     assert not problems, problems
     assert not errors, errors
     assert len(sessions) == CONCURRENT and health["sessions"] == 0
-    assert tasks_after <= tasks_before, report
+    assert len(tasks_after) <= len(tasks_before), report
     assert rss_after - rss_before < MAX_GROWTH_MB, report
     half = CYCLES // 2
     assert max(rss_by_cycle[half:]) - max(rss_by_cycle[:half]) < MAX_LATE_GROWTH_MB, report

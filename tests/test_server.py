@@ -21,7 +21,7 @@ from whisper_normalizer.english import EnglishTextNormalizer
 from nabu_pipeline.scripted_llm import Script, ScriptedLLMServer
 
 from .conftest import CLIPS, transcribe
-from .helpers import captured_logs, stored, wait_sessions
+from .helpers import captured_logs, server_tasks, stored, wait_server_tasks, wait_sessions
 from .phone_client import PhoneClient, audio_frame, load_pcm, rtvi_frame
 from .server_harness import cli_process, in_process
 
@@ -181,14 +181,7 @@ async def test_client_vanishing_mid_reply_frees_its_session(config_for):
         in_process(config_for(llm.url)) as srv,
         captured_logs("INFO") as lines,
     ):
-
-        async def server_tasks() -> int:
-            return len(asyncio.all_tasks())
-
-        def tasks_now() -> int:
-            return asyncio.run_coroutine_threadsafe(server_tasks(), srv.server.loop).result(5)
-
-        baseline = tasks_now()
+        baseline = await asyncio.to_thread(server_tasks, srv)
         phone = PhoneClient(srv.ws())
         await phone.open()
         phone.say(pcm("goforward"))
@@ -197,8 +190,8 @@ async def test_client_vanishing_mid_reply_frees_its_session(config_for):
         session = phone.session
         await phone.vanish()
         await wait_sessions(srv, 0)
-        await asyncio.sleep(0.5)
-        assert tasks_now() <= baseline, "the session left tasks behind"
+        left = await wait_server_tasks(srv, baseline)
+        assert len(left) <= len(baseline), f"the session left tasks behind: {left} (was {baseline})"
         # The server is fine: the next caller gets an answer.
         async with PhoneClient(srv.ws()) as next_phone:
             await next_phone.turn(pcm("sb_spk1_snt1"))
