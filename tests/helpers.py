@@ -48,8 +48,13 @@ async def wait_sessions(srv, n: int, within_s: float = 20) -> float:
     return time.monotonic() - start
 
 
-def server_tasks(srv) -> list[str]:
-    """The in-process server's live asyncio tasks, each as its name and coroutine."""
+def server_tasks(srv, samples: int = 1) -> list[str]:
+    """The in-process server's live asyncio tasks, each as its name and coroutine.
+
+    With `samples` > 1, the most seen over that many looks 0.2 s apart: some of the
+    server's own tasks come and go (the reminder scheduler's `wait_for` task is
+    replaced on each tick), so a baseline is its steady size, not one instant's.
+    """
 
     async def described() -> list[str]:
         return sorted(
@@ -58,7 +63,12 @@ def server_tasks(srv) -> list[str]:
             if not t.done()
         )
 
-    return asyncio.run_coroutine_threadsafe(described(), srv.server.loop).result(5)
+    seen: list[list[str]] = []
+    for i in range(samples):
+        if i:
+            time.sleep(0.2)
+        seen.append(asyncio.run_coroutine_threadsafe(described(), srv.server.loop).result(5))
+    return max(seen, key=len)
 
 
 async def wait_server_tasks(srv, baseline: list[str], within_s: float = 30) -> list[str]:

@@ -98,7 +98,7 @@ async def test_cycles_and_concurrent_conversations(config_for):
             # reach their working size before memory is measured).
             await asyncio.gather(*(conversation(srv, [clip]) for clip in clips))
             await wait_sessions(srv, 0)
-            rss_before, tasks_before = settled_rss_mb(), server_tasks(srv)
+            rss_before, tasks_before = settled_rss_mb(), server_tasks(srv, samples=5)
             threads_before = threading.active_count()
             problems: list[str] = []
             latencies: list[float] = []

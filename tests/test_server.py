@@ -181,7 +181,7 @@ async def test_client_vanishing_mid_reply_frees_its_session(config_for):
         in_process(config_for(llm.url)) as srv,
         captured_logs("INFO") as lines,
     ):
-        baseline = await asyncio.to_thread(server_tasks, srv)
+        baseline = await asyncio.to_thread(server_tasks, srv, samples=5)
         phone = PhoneClient(srv.ws())
         await phone.open()
         phone.say(pcm("goforward"))
