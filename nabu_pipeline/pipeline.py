@@ -59,6 +59,7 @@ from processors.echo_canceller import (
     stamp_capture_times,
 )
 from processors.echo_words import EchoWords, SpokenWords
+from processors.false_interruptions import FalseInterruptionResume, UnplayedSentences
 from processors.help_calls import HelpCallHandler, help_templates
 from processors.history_window import HistoryWindow
 from processors.home_commands import HomeCommands
@@ -369,6 +370,8 @@ def build_session(
         stamp_capture_times(transport.input(), config.audio.in_sample_rate_hz)
     # What Nabu says aloud, so its echo's words can be taken out of what Whisper heard.
     spoken = SpokenWords() if aec_on else None
+    # What Nabu has synthesised and not yet played, to say again when a cut held no words.
+    unplayed = UnplayedSentences()
     processors = {
         "input": transport.input(),
         **(
@@ -377,7 +380,8 @@ def build_session(
             else {}
         ),
         "stt": stt,
-        **({"echo_words": EchoWords(spoken, echo)} if spoken is not None else {}),
+        **({"echo_words": EchoWords(spoken, echo, matcher)} if spoken is not None else {}),
+        "resume": FalseInterruptionResume(unplayed),
         "help": HelpCallHandler(
             matcher,
             alerts,
@@ -434,7 +438,12 @@ def build_session(
             audio_out_sample_rate=config.audio.out_sample_rate_hz,
             enable_metrics=True,
         ),
-        observers=[latency, *([spoken] if spoken is not None else []), *(observers or [])],
+        observers=[
+            latency,
+            unplayed,
+            *([spoken] if spoken is not None else []),
+            *(observers or []),
+        ],
         **(worker_kwargs or {}),
     )
     logger.debug(f"Pipeline: {' -> '.join(processors)}")

@@ -11,6 +11,14 @@ when Nabu's voice was measurably in the microphone while he spoke (the echo canc
 coupling, `EchoReference.echo_heard_at`). Two words of his own that Nabu also said
 ("help me", "yes, the car") stay, and so does everything on a headset or a phone whose
 own echo canceller works, where no echo is measured.
+
+In a reply's first moments AEC3 leaves the most of Nabu's voice (it has not yet
+converged on that reply), and with a core busy a stretch of one or two of the reply's
+opening words came back as a transcript of their own ("the library."): under the
+three-word run, it reached the LLM as Warren's and Nabu answered itself, again and
+again. So a transcript of one or two words that began in a reply's first REPLY_ONSET_S,
+while its echo was measured, is Nabu's when those words open that reply in that order,
+unless they are a command of his ("help", "yes", "stop": the phrase table).
 """
 
 from __future__ import annotations
@@ -21,14 +29,15 @@ import time
 from dataclasses import replace
 
 from loguru import logger
-from pipecat.frames.frames import Frame, TranscriptionFrame, TTSTextFrame
+from pipecat.frames.frames import BotStoppedSpeakingFrame, Frame, TranscriptionFrame, TTSTextFrame
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from rapidfuzz import fuzz
 from whisper_normalizer.english import EnglishTextNormalizer
 
 from processors.consumed_transcript import consumed
-from processors.echo_canceller import EchoReference
+from processors.echo_canceller import REPLY_ONSET_S, EchoReference
+from processors.phrases import PhraseMatcher
 from processors.text_normalise import normalise
 
 # What Nabu said is kept this long: longer than any utterance plus Whisper's time on it.
@@ -41,6 +50,8 @@ _NORMALISE = EnglishTextNormalizer()
 ALIKE = 75
 # Slack before an utterance's audio: VAD's start, and the frames queued before Whisper.
 UTTERANCE_SLACK_S = 1.0
+# How much of a reply's beginning its opening echo is looked for in.
+OPENING_WORDS = 12
 
 
 class SpokenWords(BaseObserver):
@@ -51,6 +62,8 @@ class SpokenWords(BaseObserver):
         self._clock = clock
         self._said: collections.deque[tuple[float, list[str]]] = collections.deque()
         self._seen: collections.deque[int] = collections.deque(maxlen=64)
+        self._opening: list[str] = []
+        self._new_reply = True
 
     async def on_push_frame(self, data: FramePushed):
         # Taken when the TTS sends a sentence on, as its audio starts: the output transport
@@ -60,12 +73,27 @@ class SpokenWords(BaseObserver):
         if isinstance(frame, TTSTextFrame) and frame.id not in self._seen:
             self._seen.append(frame.id)
             self.said(frame.text)
+        elif isinstance(frame, BotStoppedSpeakingFrame):
+            self.reply_ended()
 
     def said(self, text: str) -> None:
         now = self._clock()
-        self._said.append((now, [_word(t) for t in text.split()]))
+        words = [_word(t) for t in text.split()]
+        self._said.append((now, words))
         while self._said and self._said[0][0] < now - KEEP_SPOKEN_S:
             self._said.popleft()
+        if self._new_reply:
+            self._opening, self._new_reply = [], False
+        if len(self._opening) < OPENING_WORDS:
+            self._opening += [w for w in words if w][: OPENING_WORDS - len(self._opening)]
+
+    def reply_ended(self) -> None:
+        """Nabu fell silent: the next sentence opens a new reply."""
+        self._new_reply = True
+
+    def opening(self) -> list[str]:
+        """The first OPENING_WORDS words of the reply now playing (or the last one)."""
+        return self._opening
 
     def runs(self) -> set[tuple[str, ...]]:
         """Every ECHO_RUN_WORDS words Nabu said in a row lately (across its sentences too)."""
@@ -93,6 +121,15 @@ def without_echo(heard: str, said_runs: set[tuple[str, ...]]) -> str:
     return " ".join(t for t, e in zip(tokens, echo, strict=True) if not e)
 
 
+def opening_echo(heard: str, opening: list[str]) -> bool:
+    """Whether `heard` is one or two words that open Nabu's reply (`opening`) in that order."""
+    words = [w for w in (_word(t) for t in heard.split()) if w]
+    n = len(words)
+    if not 0 < n < ECHO_RUN_WORDS:
+        return False
+    return any(opening[i : i + n] == words for i in range(len(opening) - n + 1))
+
+
 @functools.lru_cache(maxsize=4096)
 def _word(token: str) -> str:
     """One word as Whisper's English normaliser writes it: "nine" and "9" are one word."""
@@ -107,19 +144,42 @@ def _among(word: str, said: set[str]) -> bool:
 class EchoWords(FrameProcessor):
     """After the STT: takes Nabu's own words out of what Whisper heard (see the module doc)."""
 
-    def __init__(self, spoken: SpokenWords, reference: EchoReference, **kwargs):
+    def __init__(
+        self,
+        spoken: SpokenWords,
+        reference: EchoReference,
+        matcher: PhraseMatcher | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self._spoken = spoken
         self._reference = reference
+        self._matcher = matcher
+
+    def _began(self, frame: TranscriptionFrame) -> float | None:
+        """When (on the reference's clock) the audio of `frame` began, or None if unknown."""
+        evidence = frame.result
+        audio_s, stt_s = getattr(evidence, "audio_s", None), getattr(evidence, "stt_s", None)
+        if audio_s is None or stt_s is None:
+            return None
+        return self._reference.now() - stt_s - audio_s
 
     def _overlapped_echo(self, frame: TranscriptionFrame) -> bool:
         """Whether Nabu's voice was in the microphone during the audio of `frame`."""
-        evidence = frame.result
-        audio_s, stt_s = getattr(evidence, "audio_s", None), getattr(evidence, "stt_s", None)
-        if audio_s is None or stt_s is None or self._reference.echo_heard_at is None:
+        began = self._began(frame)
+        if began is None or self._reference.echo_heard_at is None:
             return False
-        began = self._reference.now() - stt_s - audio_s - UTTERANCE_SLACK_S
-        return self._reference.echo_heard_at >= began
+        return self._reference.echo_heard_at >= began - UTTERANCE_SLACK_S
+
+    def _in_reply_onset(self, frame: TranscriptionFrame) -> bool:
+        """Whether the audio of `frame` began in the first REPLY_ONSET_S of a reply."""
+        began, burst = self._began(frame), self._reference.burst_started_at
+        if began is None or burst is None:
+            return False
+        return burst - UTTERANCE_SLACK_S <= began <= burst + REPLY_ONSET_S
+
+    def _is_command(self, text: str) -> bool:
+        return self._matcher is not None and self._matcher.match(text) is not None
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
@@ -129,6 +189,13 @@ class EchoWords(FrameProcessor):
             and self._overlapped_echo(frame)
         ):
             kept = without_echo(frame.text, self._spoken.runs())
+            if (
+                kept == frame.text
+                and self._in_reply_onset(frame)
+                and opening_echo(kept, self._spoken.opening())
+                and not self._is_command(kept)
+            ):
+                kept = ""
             if kept != frame.text:
                 logger.info(f"{self}: Nabu's own words heard back: [{frame.text}] -> [{kept}]")
                 frame = replace(frame, text=kept) if kept.strip() else consumed(frame)

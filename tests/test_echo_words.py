@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from processors.echo_words import SpokenWords, without_echo
+from processors.echo_words import SpokenWords, opening_echo, without_echo
 
 LIBRARY = (
     "The library on Elm Street opens at nine in the morning. It has large print books near "
@@ -59,3 +59,21 @@ def test_only_what_nabu_said_lately_counts():
     now[0] = 100.0
     spoken.said("Okay.")
     assert without_echo("is the kitchen light on", spoken.runs()) == "is the kitchen light on"
+
+
+def test_a_replys_opening_words_are_known_until_the_next_reply():
+    spoken = SpokenWords()
+    spoken.said("The library on Elm Street opens at nine in the morning.")
+    spoken.said("It has large print books near the front desk.")
+    opening = spoken.opening()
+    assert opening[:4] == ["the", "library", "on", "elm"] and len(opening) == 12
+    # Transcripts Whisper made of a reply's first moments (CI, one core kept busy).
+    assert opening_echo("the library.", opening)
+    assert opening_echo("Library", opening)
+    assert not opening_echo("library the", opening)  # not in Nabu's order
+    assert not opening_echo("the car", opening)
+    assert not opening_echo("the library on Elm", opening)  # three or more: without_echo's
+    spoken.reply_ended()
+    spoken.said("Okay.")
+    assert spoken.opening() == ["okay"]
+    assert not opening_echo("the library.", spoken.opening())
