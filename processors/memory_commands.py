@@ -98,7 +98,7 @@ ASK_FORGET_ALL = (
 KEPT_ALL = "Okay. I'll keep everything."
 FORGOT_ALL = "Okay. I've forgotten everything you asked me to remember."
 UNDONE = "Sorry. I've forgotten that. Could you say it again?"
-NOT_KEPT = "Okay, I won't keep that."
+NOT_KEPT = "Okay, I will not keep that."
 
 
 @dataclass

@@ -102,7 +102,7 @@ class ReminderCommands(FrameProcessor):
                     return f"Timer started. It ends {when}."
                 return f"Saved. I'll remind you to {plan.task} {when}."
             if yes_no is not None:
-                return "All right, I won't save it."
+                return "All right, I will not save it."
         if self._reminders.waiting:
             done = self._matcher.match(text, only=(Command.DONE, Command.YES))
             if done is not None and self._reminders.acknowledge() is not None:

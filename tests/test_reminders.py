@@ -267,7 +267,7 @@ async def test_the_reminder_conversation_without_the_llm(tmp_path):
         "A timer for 10 minutes. Shall I start it?",
         "Timer started. It ends today at 3:17 in the afternoon.",
         "I'll remind you to call Mary tomorrow at 3 in the afternoon. Shall I save it?",
-        "All right, I won't save it.",
+        "All right, I will not save it.",
         "You have 2 reminders: a 10 minute timer, ending today at 3:17 in the afternoon; "
         "to take your pills at 9 in the morning, every day.",
         "Cancelled your reminder to take your pills at 9 in the morning, every day.",
