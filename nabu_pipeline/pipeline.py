@@ -380,7 +380,11 @@ def build_session(
             else {}
         ),
         "stt": stt,
-        **({"echo_words": EchoWords(spoken, echo, matcher)} if spoken is not None else {}),
+        **(
+            {"echo_words": EchoWords(spoken, echo, matcher, config.safety)}
+            if spoken is not None
+            else {}
+        ),
         "resume": FalseInterruptionResume(unplayed),
         "help": HelpCallHandler(
             matcher,

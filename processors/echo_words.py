@@ -18,7 +18,8 @@ opening words came back as a transcript of their own ("the library."): under the
 three-word run, it reached the LLM as Warren's and Nabu answered itself, again and
 again. So a transcript of one or two words that began in a reply's first REPLY_ONSET_S,
 while its echo was measured, is Nabu's when those words open that reply in that order,
-unless they are a command of his ("help", "yes", "stop": the phrase table).
+unless they are a command of his ("yes", "stop": the phrase table) or hold a word of
+help: to "Do you need help?" he may answer "Need help" before the question's echo dies.
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from rapidfuzz import fuzz
 from whisper_normalizer.english import EnglishTextNormalizer
 
+from nabu_pipeline.config import SafetyConfig
 from processors.consumed_transcript import consumed
 from processors.echo_canceller import REPLY_ONSET_S, EchoReference
+from processors.help_calls import mentions_help
 from processors.phrases import PhraseMatcher
 from processors.text_normalise import normalise
 
@@ -149,12 +152,14 @@ class EchoWords(FrameProcessor):
         spoken: SpokenWords,
         reference: EchoReference,
         matcher: PhraseMatcher | None = None,
+        safety: SafetyConfig | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self._spoken = spoken
         self._reference = reference
         self._matcher = matcher
+        self._safety = safety
 
     def _began(self, frame: TranscriptionFrame) -> float | None:
         """When (on the reference's clock) the audio of `frame` began, or None if unknown."""
@@ -178,8 +183,11 @@ class EchoWords(FrameProcessor):
             return False
         return burst - UTTERANCE_SLACK_S <= began <= burst + REPLY_ONSET_S
 
-    def _is_command(self, text: str) -> bool:
-        return self._matcher is not None and self._matcher.match(text) is not None
+    def _is_his(self, text: str) -> bool:
+        """A command or a word of help: never taken for an echo of a reply's opening."""
+        if self._matcher is not None and self._matcher.match(text) is not None:
+            return True
+        return self._safety is not None and mentions_help(text, self._safety)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
@@ -193,7 +201,7 @@ class EchoWords(FrameProcessor):
                 kept == frame.text
                 and self._in_reply_onset(frame)
                 and opening_echo(kept, self._spoken.opening())
-                and not self._is_command(kept)
+                and not self._is_his(kept)
             ):
                 kept = ""
             if kept != frame.text:

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from pipecat.frames.frames import TranscriptionFrame
+from pipecat.tests.utils import run_test
 
-from processors.echo_words import SpokenWords, opening_echo, without_echo
+from nabu_pipeline.config import NabuConfig, SafetyConfig
+from nabu_pipeline.pipeline import build_matcher
+from processors.echo_canceller import EchoReference
+from processors.echo_words import EchoWords, SpokenWords, opening_echo, without_echo
+from processors.whisper_stt import TranscriptEvidence
 
 LIBRARY = (
     "The library on Elm Street opens at nine in the morning. It has large print books near "
@@ -77,3 +83,36 @@ def test_a_replys_opening_words_are_known_until_the_next_reply():
     spoken.said("Okay.")
     assert spoken.opening() == ["okay"]
     assert not opening_echo("the library.", spoken.opening())
+
+
+async def _heard_at_a_replys_onset(reply: str, heard: str) -> str:
+    """What EchoWords passes on of `heard`, begun 0.5 s into `reply` while its echo was heard."""
+    now = [100.0]
+    reference = EchoReference(clock=lambda: now[0])
+    spoken = SpokenWords(clock=lambda: now[0])
+    spoken.said(reply)
+    reference.burst_started_at = 100.0
+    reference.echo_heard_at = 101.0
+    now[0] = 102.5  # 0.5 s in, 1 s of audio, 1 s of Whisper
+    evidence = TranscriptEvidence(
+        no_speech_prob=0.1, avg_logprob=-0.5, compression_ratio=1.0, audio_s=1.0,
+        rms_dbfs=-30.0, stt_s=1.0,
+    )  # fmt: skip
+    stage = EchoWords(spoken, reference, build_matcher(NabuConfig()), SafetyConfig())
+    down, _ = await run_test(
+        stage,
+        frames_to_send=[TranscriptionFrame(heard, "", "", finalized=True, result=evidence)],
+        expected_down_frames=None,
+    )
+    return " ".join(f.text for f in down if isinstance(f, TranscriptionFrame))
+
+
+async def test_a_replys_opening_words_heard_back_alone_are_nabus():
+    assert (await _heard_at_a_replys_onset(LIBRARY, "the library.")).strip() == ""
+    assert await _heard_at_a_replys_onset(LIBRARY, "The car.") == "The car."
+
+
+async def test_his_answer_to_a_question_is_his_even_in_its_words():
+    # To "Do you need help?" he may answer before the question's echo has died away.
+    assert await _heard_at_a_replys_onset("Do you need help?", "Need help.") == "Need help."
+    assert await _heard_at_a_replys_onset("Yes, the kitchen light is on.", "Yes.") == "Yes."
