@@ -20,6 +20,8 @@ again. So a transcript of one or two words that began in a reply's first REPLY_O
 while its echo was measured, is Nabu's when those words open that reply in that order,
 unless they are a command of his ("yes", "stop": the phrase table) or hold a word of
 help: to "Do you need help?" he may answer "Need help" before the question's echo dies.
+Likewise one or two words left between or after Nabu's runs, each like a word Nabu said
+("also lend audio book." -> "book."), are the echo misheard, with the same exceptions.
 """
 
 from __future__ import annotations
@@ -124,6 +126,15 @@ def without_echo(heard: str, said_runs: set[tuple[str, ...]]) -> str:
     return " ".join(t for t, e in zip(tokens, echo, strict=True) if not e)
 
 
+def leftover_echo(left: str, said_runs: set[tuple[str, ...]]) -> bool:
+    """Whether what `without_echo` left of a transcript is one or two words each like a word
+    Nabu said: a word of the echo Whisper misheard ("also lend audio book." -> "book."), which
+    alone reached the LLM as Warren's (CI, one core kept busy)."""
+    words = [w for w in (_word(t) for t in left.split()) if w]
+    said = {w for run in said_runs for w in run}
+    return 0 < len(words) < ECHO_RUN_WORDS and all(_among(w, said) for w in words)
+
+
 def opening_echo(heard: str, opening: list[str]) -> bool:
     """Whether `heard` is one or two words that open Nabu's reply (`opening`) in that order."""
     words = [w for w in (_word(t) for t in heard.split()) if w]
@@ -196,8 +207,11 @@ class EchoWords(FrameProcessor):
             and frame.text.strip()
             and self._overlapped_echo(frame)
         ):
-            kept = without_echo(frame.text, self._spoken.runs())
-            if (
+            runs = self._spoken.runs()
+            kept = without_echo(frame.text, runs)
+            if kept != frame.text and kept.strip() and leftover_echo(kept, runs):
+                kept = "" if not self._is_his(kept) else kept
+            elif (
                 kept == frame.text
                 and self._in_reply_onset(frame)
                 and opening_echo(kept, self._spoken.opening())

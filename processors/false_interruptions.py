@@ -25,6 +25,7 @@ from pipecat.frames.frames import (
     TranscriptionFrame,
     TTSSpeakFrame,
     TTSTextFrame,
+    UserStartedSpeakingFrame,
 )
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
@@ -35,6 +36,9 @@ RESUME_WITHIN_S = 15.0
 the VAD's stop and Whisper on a busy CPU (2 s for 1.5 s of audio was seen)."""
 KEEP_UNPLAYED_S = 60.0
 """A sentence synthesised this long ago and never played belongs to no reply now."""
+TURN_INTERRUPTION_S = 1.0
+"""An interruption this soon after a user turn began is that turn's (the user aggregator
+broadcasts the turn's start, then the interruption)."""
 
 
 class UnplayedSentences(BaseObserver):
@@ -76,15 +80,21 @@ class FalseInterruptionResume(FrameProcessor):
         self._unplayed = unplayed
         self._clock = clock
         self._cut: tuple[float, list[str]] | None = None
+        self._turn_began: float | None = None
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
         await self.push_frame(frame, direction)
-        if isinstance(frame, InterruptionFrame):
-            # Each interruption ends what was playing; the latest cut is the one to undo.
-            cut = self._unplayed.take()
-            if cut:
-                self._cut = (self._clock(), cut)
+        if isinstance(frame, UserStartedSpeakingFrame):
+            self._turn_began = self._clock()
+        elif isinstance(frame, InterruptionFrame):
+            # Every interruption ends what was playing. Only one that a user turn began can
+            # be undone; any other (the app's Stop button, a help answer, "Okay." to a stop)
+            # ended the reply on purpose, and cancels a cut still waiting for its transcript.
+            cut, began = self._unplayed.take(), self._turn_began
+            self._turn_began = None
+            by_his_turn = began is not None and self._clock() - began < TURN_INTERRUPTION_S
+            self._cut = (self._clock(), cut) if cut and by_his_turn else None
         elif isinstance(frame, TranscriptionFrame) and self._cut is not None:
             at, sentences = self._cut
             self._cut = None

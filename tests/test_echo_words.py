@@ -116,3 +116,13 @@ async def test_his_answer_to_a_question_is_his_even_in_its_words():
     # To "Do you need help?" he may answer before the question's echo has died away.
     assert await _heard_at_a_replys_onset("Do you need help?", "Need help.") == "Need help."
     assert await _heard_at_a_replys_onset("Yes, the kitchen light is on.", "Yes.") == "Yes."
+
+
+async def test_a_misheard_word_left_of_nabus_echo_is_nabus_unless_it_is_his():
+    reply = "They also lend audio books on small players."
+    assert (await _heard_at_a_replys_onset(reply, "also lend audio book.")).strip() == ""
+    assert await _heard_at_a_replys_onset(reply, "also lend audio books, stop.") == "stop."
+    assert await _heard_at_a_replys_onset(reply, "on small players. Help!") == "Help!"
+    assert (
+        await _heard_at_a_replys_onset(reply, "also lend audio books. What time?") == "What time?"
+    )

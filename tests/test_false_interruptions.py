@@ -7,7 +7,13 @@ pipeline (real AEC3, Whisper, Piper, echo) is in `test_barge_in.py`.
 
 from __future__ import annotations
 
-from pipecat.frames.frames import InterruptionFrame, TranscriptionFrame, TTSSpeakFrame, TTSTextFrame
+from pipecat.frames.frames import (
+    InterruptionFrame,
+    TranscriptionFrame,
+    TTSSpeakFrame,
+    TTSTextFrame,
+    UserStartedSpeakingFrame,
+)
 from pipecat.observers.base_observer import FramePushed
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.tests.utils import SleepFrame, run_test
@@ -52,6 +58,8 @@ async def said_again(heard: str, *, clock=None) -> list[str]:
     down, _ = await run_test(
         stage,
         frames_to_send=[
+            # As pipecat's user aggregator broadcasts a turn that cuts Nabu off.
+            UserStartedSpeakingFrame(),
             InterruptionFrame(),
             SleepFrame(0.1),
             TranscriptionFrame(heard, "", "", finalized=True),
@@ -90,6 +98,24 @@ async def test_nothing_unplayed_nothing_said_again():
     down, _ = await run_test(
         FalseInterruptionResume(unplayed),
         frames_to_send=[InterruptionFrame(), TranscriptionFrame(" ", "", "", finalized=True)],
+        expected_down_frames=None,
+    )
+    assert not [f for f in down if isinstance(f, TTSSpeakFrame)]
+
+
+async def test_a_reply_stopped_on_purpose_is_not_said_again():
+    """The app's Stop button interrupts with no user turn; a cough after it says nothing."""
+    unplayed = UnplayedSentences()
+    await reply_played_up_to(unplayed, played=1)
+    down, _ = await run_test(
+        FalseInterruptionResume(unplayed),
+        frames_to_send=[
+            InterruptionFrame(),
+            SleepFrame(0.1),
+            UserStartedSpeakingFrame(),
+            InterruptionFrame(),
+            TranscriptionFrame(" ", "", "", finalized=True),
+        ],
         expected_down_frames=None,
     )
     assert not [f for f in down if isinstance(f, TTSSpeakFrame)]
