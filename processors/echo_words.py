@@ -194,8 +194,15 @@ class EchoWords(FrameProcessor):
             return False
         return burst - UTTERANCE_SLACK_S <= began <= burst + REPLY_ONSET_S
 
+    def _short_echo(self, frame: TranscriptionFrame, kept: str, runs: set[tuple[str, ...]]) -> bool:
+        """Whether `kept` (what the runs left of `frame`) is one or two words of Nabu's own:
+        misheard among its runs, or opening the reply when heard in its first moments."""
+        if kept != frame.text:
+            return bool(kept.strip()) and leftover_echo(kept, runs)
+        return self._in_reply_onset(frame) and opening_echo(kept, self._spoken.opening())
+
     def _is_his(self, text: str) -> bool:
-        """A command or a word of help: never taken for an echo of a reply's opening."""
+        """A command or a word of help: never taken for a short echo."""
         if self._matcher is not None and self._matcher.match(text) is not None:
             return True
         return self._safety is not None and mentions_help(text, self._safety)
@@ -209,14 +216,7 @@ class EchoWords(FrameProcessor):
         ):
             runs = self._spoken.runs()
             kept = without_echo(frame.text, runs)
-            if kept != frame.text and kept.strip() and leftover_echo(kept, runs):
-                kept = "" if not self._is_his(kept) else kept
-            elif (
-                kept == frame.text
-                and self._in_reply_onset(frame)
-                and opening_echo(kept, self._spoken.opening())
-                and not self._is_his(kept)
-            ):
+            if self._short_echo(frame, kept, runs) and not self._is_his(kept):
                 kept = ""
             if kept != frame.text:
                 logger.info(f"{self}: Nabu's own words heard back: [{frame.text}] -> [{kept}]")
