@@ -121,18 +121,24 @@ def measure_floor(config: NabuConfig, clips: list[Clip], llm_url: str) -> list[S
 
 
 def summary(floors: list[StageFloor], in_pipeline: dict[str, dict]) -> dict:
-    """p50 per stage alone and in the pipeline (`in_pipeline`: the latency suite's stages)."""
+    """p50 per stage alone and in the pipeline (`in_pipeline`: the latency suite's stages).
+
+    stt_s runs from the end of speech in both (alone: the VAD stop's silence plus the decode);
+    whisper_s splits it: the decode alone against VAD's stop -> transcript in the pipeline, so
+    a slow STT shows whether VAD noticed late or the decode ran slow."""
 
     def alone(stage: str) -> list[float]:
+        if stage == "whisper_s":
+            return [f.stt_s for f in floors]
         values = [getattr(f, stage) for f in floors]
-        if stage == "stt_s":  # the pipeline's stt_s runs from the end of speech: VAD stop too
+        if stage == "stt_s":
             values = [v + f.vad_stop_s for v, f in zip(values, floors, strict=True)]
         return values
 
     rows = {}
-    for stage in FLOOR_STAGES:
+    for stage in (*FLOOR_STAGES[:2], "whisper_s", *FLOOR_STAGES[2:]):
         floor = summarise(alone(stage))["p50"]
-        piped = None if stage == "vad_stop_s" else (in_pipeline.get(stage) or {}).get("p50")
+        piped = (in_pipeline.get(stage) or {}).get("p50")
         rows[stage] = {
             "alone_p50": floor,
             "in_pipeline_p50": piped,

@@ -168,6 +168,7 @@ def _measure(
         stages = turn.stages()
         stages["turn_end_s"] = _since(speech_end, turn.turn_end)
         stages["stt_s"] = _since(speech_end, turn.transcript_at)
+        stages["vad_stop_s"] = _since(speech_end, turn.vad_stop)
         stages["voice_to_voice_s"] = v2v
         # The whole heard utterance may span several pipeline turns; join what was heard.
         transcript = " ".join(raw)

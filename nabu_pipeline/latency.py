@@ -2,7 +2,9 @@
 
 Stages, all in seconds, for one user turn:
 - turn_end_s: end of speech -> user turn closed
+- vad_stop_s: end of speech -> VAD's stop (its stop_secs of silence, and its lag behind them)
 - stt_s: end of speech -> last final transcript of the turn
+- whisper_s: VAD's stop -> that transcript (the decode, and any wait for the cores)
 - llm_ttft_s: LLM request started -> first token
 - first_sentence_s: first token -> first sentence handed to TTS
 - tts_first_audio_s: sentence handed to TTS -> first audio out of TTS
@@ -40,7 +42,9 @@ from pipecat.transports.base_output import BaseOutputTransport
 
 STAGES = (
     "turn_end_s",
+    "vad_stop_s",
     "stt_s",
+    "whisper_s",
     "llm_ttft_s",
     "first_sentence_s",
     "tts_first_audio_s",
@@ -55,6 +59,7 @@ class TurnRecord:
     transcript: str = ""
     reply: str = ""
     speech_end: float | None = None
+    vad_stop: float | None = None
     turn_end: float | None = None
     transcript_at: float | None = None
     llm_request: float | None = None
@@ -71,7 +76,9 @@ class TurnRecord:
 
         return {
             "turn_end_s": d(self.speech_end, self.turn_end),
+            "vad_stop_s": d(self.speech_end, self.vad_stop),
             "stt_s": d(self.speech_end, self.transcript_at),
+            "whisper_s": d(self.vad_stop, self.transcript_at),
             "llm_ttft_s": d(self.llm_request, self.first_token),
             "first_sentence_s": d(self.first_token, self.first_sentence),
             "tts_first_audio_s": d(self.first_sentence, self.first_audio),
@@ -112,6 +119,7 @@ class LatencyObserver(BaseObserver):
         self.state = ActivityState()
         self._seen: set[int] = set()
         self._pending_speech_end: float | None = None
+        self._pending_vad_stop: float | None = None
         self._current: TurnRecord | None = None
         self._reply_turn: TurnRecord | None = None
 
@@ -139,8 +147,10 @@ class LatencyObserver(BaseObserver):
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
             state.vad_speaking = False
             self._pending_speech_end = now - frame.stop_secs
+            self._pending_vad_stop = now
             if self._current is not None:
                 self._current.speech_end = self._pending_speech_end
+                self._current.vad_stop = now
         elif isinstance(frame, UserStartedSpeakingFrame):
             state.user_turn_open = True
             self._current = None
@@ -151,12 +161,14 @@ class LatencyObserver(BaseObserver):
             turn.transcript_at = now
             if turn.speech_end is None:
                 turn.speech_end = self._pending_speech_end
+                turn.vad_stop = self._pending_vad_stop
         elif isinstance(frame, UserStoppedSpeakingFrame):
             state.user_turn_open = False
             turn = self._turn()
             turn.turn_end = now
             if turn.speech_end is None:
                 turn.speech_end = self._pending_speech_end
+                turn.vad_stop = self._pending_vad_stop
             self._reply_turn = turn
             self._current = None
         elif isinstance(frame, LLMFullResponseStartFrame):
