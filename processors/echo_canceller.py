@@ -24,11 +24,12 @@ from dataclasses import replace
 import numpy as np
 import soxr
 from loguru import logger
-from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.frames.frames import Frame, InputAudioRawFrame, OutputAudioRawFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
+
+from processors.inline_vad import InlineSileroVAD
 
 # Where the canceller leaves the unprocessed microphone audio for the STT.
 RAW_AUDIO_KEY = "nabu_raw_audio"
@@ -305,7 +306,7 @@ class EchoCanceller(FrameProcessor):
         await self.push_frame(frame, direction)
 
 
-class SteadierOverEcho(SileroVADAnalyzer):
+class SteadierOverEcho(InlineSileroVAD):
     """Silero VAD that wants longer speech to start a segment in a reply's first moments.
 
     What AEC3 leaves of Nabu's voice comes in short stretches, most in the first second of
