@@ -144,7 +144,12 @@ def run_paused(args, config: NabuConfig) -> dict:
     items = paused_suite(clips)
     designs = [
         ("nabu", build_nabu, config),
-        ("nabu_hold_1.2s", build_nabu, config.with_changes(turn={"pause_tolerance_s": 1.2})),
+        # Every reply waits the whole pause hold: no shortcut for a turn that sounds finished.
+        (
+            "nabu_full_hold",
+            build_nabu,
+            config.with_changes(turn={"complete_turn_probability": 0.0}),
+        ),
         ("pipecat_default", build_pipecat_default, config),
     ]
     progress = tqdm(total=len(items) * len(designs), desc="paused", unit="clip")

@@ -285,6 +285,13 @@ class TurnConfig(_Frozen):
     one device by its whole name, a yes or no to Nabu's question): it need not wait out
     pause_tolerance_s. Less sure home commands ("close the garage", "turn on the kitchen")
     wait for his pause to end and are never acted on if he goes on."""
+    complete_turn_probability: float = Field(default=0.8, ge=0, le=1)
+    """smart-turn v3's probability that Warren has finished at which, if his words also end
+    where a sentence can, his reply waits only complete_turn_hold_s instead of
+    pause_tolerance_s (processors/turn_completion.py). 0 turns this off."""
+    complete_turn_hold_s: float = Field(default=0.6, ge=0, le=5)
+    """The hold for a turn smart-turn and his words both say is finished: longer than for a
+    whole command (a sentence that sounds finished may still go on), shorter than a pause."""
     vad_stop_s: float = Field(default=0.2, gt=0, le=2)
     """Silence that ends a VAD segment (smart-turn expects 0.2)."""
     vad_start_s: float = Field(default=0.2, gt=0, le=1)

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from loguru import logger
 from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
-from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.observers.base_observer import BaseObserver
 from pipecat.pipeline.pipeline import Pipeline
@@ -63,6 +62,7 @@ from processors.false_interruptions import FalseInterruptionResume, UnplayedSent
 from processors.help_calls import HelpCallHandler, help_templates
 from processors.history_window import HistoryWindow
 from processors.home_commands import HomeCommands
+from processors.inline_vad import InlineSileroVAD
 from processors.memory_commands import (
     REMEMBER_TOOL,
     MemoryCommands,
@@ -91,6 +91,7 @@ from processors.stt_failover import (
 )
 from processors.transcript_guard import TranscriptGuard
 from processors.tts_fallback import FallbackSpeech, PiperWithFallbackTTSService
+from processors.turn_completion import TurnCompletion
 from processors.utterance_state import UtteranceState
 
 
@@ -259,7 +260,7 @@ def user_turn_params(
             reference=echo, start_over_echo_s=turn.vad_start_over_echo_s, params=params
         )
     else:
-        vad = SileroVADAnalyzer(params=params)
+        vad = InlineSileroVAD(params=params)
     if turn.strategy == "smart_turn":
         stop = TurnAnalyzerUserTurnStopStrategy(
             turn_analyzer=LocalSmartTurnAnalyzerV3(
@@ -424,6 +425,21 @@ def build_session(
                 )
             }
             if home
+            else {}
+        ),
+        **(
+            {
+                "completion": TurnCompletion(
+                    engines.smart_turn(),
+                    lambda: release_gate.complete_utterance(config.turn.complete_turn_hold_s),
+                    min_probability=config.turn.complete_turn_probability,
+                    utterance=utterance,
+                    sample_rate_hz=config.audio.in_sample_rate_hz,
+                )
+            }
+            if utterance is not None
+            and config.turn.strategy == "patient"
+            and config.turn.complete_turn_probability > 0
             else {}
         ),
         "user": user_aggregator,

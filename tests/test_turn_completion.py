@@ -1,0 +1,107 @@
+"""A turn that is evidently finished is released after a short hold; a doubtful one is not.
+
+The stage on its own with pipecat's test runner, pipecat's real smart-turn v3 model
+and real read speech (benchmarks/clips): the whole sentence, and the same recording
+stopped mid-sentence. Whether the shorter hold cuts Warren off is measured by the
+paused suite (`nabu bench --suite paused`, "nabu" against "nabu_full_hold").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+from pipecat.frames.frames import (
+    InputAudioRawFrame,
+    TranscriptionFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.tests.utils import run_test
+
+from benchmarks.clips import CLIPS_DIR
+from nabu_pipeline import engines
+from processors.turn_completion import TurnCompletion, sounds_finished
+from processors.utterance_state import UtteranceState
+
+RATE = 16000
+# "and mister john dashwood had then leisure to consider how much there might be
+# prudently in his power to do for them"; "then" ends at about 2.2 s.
+CLIP = CLIPS_DIR / "librivox_sas01_0870.wav"
+MID_SENTENCE_S = 2.25
+
+
+@pytest.mark.parametrize(
+    ("text", "finished"),
+    [
+        ("Turn on the kitchen light.", True),
+        ("What's the weather tomorrow?", True),
+        ("Yes.", True),
+        ("Turn on the", False),
+        ("Remind me to call my", False),
+        ("I want to go and", False),
+        ("Well, I was thinking,", False),
+        ("", False),
+    ],
+)
+def test_words_that_end_a_sentence(text, finished):
+    assert sounds_finished(text) is finished
+
+
+def speech(stop_s: float | None = None) -> list[InputAudioRawFrame]:
+    """The recording (up to `stop_s`) and the 0.2 s of silence VAD waits for, in 20 ms frames."""
+    audio, rate = sf.read(str(CLIP), dtype="int16")
+    assert rate == RATE
+    if stop_s is not None:
+        audio = audio[: int(stop_s * RATE)]
+    audio = np.concatenate([audio, np.zeros(int(0.2 * RATE), dtype=np.int16)])
+    step = int(0.02 * RATE)
+    return [
+        InputAudioRawFrame(audio[i : i + step].tobytes(), RATE, 1)
+        for i in range(0, len(audio), step)
+    ]
+
+
+async def completions(frames, text: str, utterance: UtteranceState | None = None) -> int:
+    calls = []
+
+    async def on_complete():
+        calls.append(text)
+
+    stage = TurnCompletion(
+        engines.smart_turn(), on_complete, min_probability=0.8, utterance=utterance
+    )
+    await run_test(
+        stage,
+        frames_to_send=[
+            VADUserStartedSpeakingFrame(),
+            *frames,
+            VADUserStoppedSpeakingFrame(stop_secs=0.2),
+            TranscriptionFrame(text, "warren", "2026-12-02T00:00:00Z"),
+        ],
+        expected_down_frames=None,
+    )
+    return len(calls)
+
+
+async def test_a_whole_sentence_that_sounds_finished_is_released_early():
+    text = (
+        "And Mister John Dashwood had then leisure to consider how much there might be "
+        "prudently in his power to do for them."
+    )
+    assert await completions(speech(), text) == 1
+
+
+async def test_speech_stopped_mid_sentence_waits_the_whole_hold():
+    # Words that could end a sentence: only how he said them tells they do not.
+    assert await completions(speech(MID_SENTENCE_S), "And Mister John Dashwood had then.") == 0
+
+
+async def test_words_that_go_on_wait_the_whole_hold():
+    assert await completions(speech(), "How much there might be prudently in his power to") == 0
+
+
+async def test_not_judged_while_more_of_his_speech_is_with_whisper():
+    utterance = UtteranceState(awaiting=1)
+    text = "And Mister John Dashwood had then leisure to consider how much to do for them."
+    assert await completions(speech(), text, utterance) == 0
