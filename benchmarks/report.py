@@ -69,6 +69,10 @@ def summary_table(results: dict) -> str:
         from benchmarks.home import summary_table as home_summary
 
         return home_summary(results)
+    if suite == "concurrent":
+        from benchmarks.concurrent import summary_table as concurrent_summary
+
+        return concurrent_summary(results)
     if suite == "paused":
         rows = [
             [
@@ -160,6 +164,10 @@ def markdown(results: dict, plots: list[Path]) -> str:
         from benchmarks.home import markdown as home_markdown
 
         return home_markdown(results)
+    if results["suite"] == "concurrent":
+        from benchmarks.concurrent import markdown as concurrent_markdown
+
+        return concurrent_markdown(results, plots)
     if results["suite"] == "accuracy":
         return _accuracy_markdown(results, plots)
     if results["suite"] in ("paused", "nospeech", "vocabulary"):
@@ -245,7 +253,9 @@ def _floor_markdown(f: dict) -> list[str]:
         "",
         "Per clip, after the pipeline runs: the same models and settings, one stage at a time "
         "on an otherwise idle machine (`benchmarks/floor.py`). STT alone includes the VAD stop, "
-        "as the pipeline's STT is timed from the end of speech.",
+        "as the pipeline's STT is timed from the end of speech; whisper_s is the decode alone "
+        "against VAD's stop -> transcript in the pipeline, and vad_stop_s in the pipeline is "
+        "when VAD's stop was seen (its silence and its lag).",
         "",
         "| stage | alone p50 (s) | in the pipeline p50 (s) | ratio |",
         "|---|---|---|---|",
@@ -354,6 +364,10 @@ def plots(results: dict, out: Path) -> list[Path]:
         return []
     if results["suite"] == "paused":
         return [_paused_plot(results, out)]
+    if results["suite"] == "concurrent":
+        from benchmarks.concurrent import plot as concurrent_plot
+
+        return [concurrent_plot(results, out)]
     if results["suite"] == "accuracy":
         return [_accuracy_plot(results, out)]
     return [_stage_bars(results, out), _v2v_cdf(results, out)]

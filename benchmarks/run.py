@@ -217,6 +217,10 @@ def main(args) -> int:
         from benchmarks.home import run_home
 
         results = run_home(args, config)
+    elif args.suite == "concurrent":
+        from benchmarks.concurrent import run_concurrent
+
+        results = run_concurrent(args, config)
     else:
         from benchmarks import hearing
 

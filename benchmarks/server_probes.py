@@ -50,7 +50,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def nabu_serve(tmp: Path, name: str, env: dict, config: str):
+def nabu_serve(tmp: Path, name: str, env: dict, config: str, *, with_process: bool = False):
+    """A real `nabu serve` subprocess with `config` (YAML text), ready on /healthz; yields
+    (port, log_path, data_dir), and the `subprocess.Popen` last when `with_process`."""
     port = free_port()
     cfg = tmp / f"{name}.yaml"
     cfg.write_text(config)
@@ -78,7 +80,7 @@ def nabu_serve(tmp: Path, name: str, env: dict, config: str):
             if time.monotonic() > deadline:
                 raise TimeoutError("nabu serve did not start")
             time.sleep(0.2)
-        yield port, log_path, data
+        yield (port, log_path, data, proc) if with_process else (port, log_path, data)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -171,10 +171,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--suite",
-        choices=("latency", "accuracy", "paused", "nospeech", "vocabulary", "home"),
+        choices=("latency", "accuracy", "paused", "nospeech", "vocabulary", "home", "concurrent"),
         default="latency",
         help="latency (default): Nabu vs stock pipecat vs the sequential design; accuracy: "
-        "WER and speed of Whisper tiny.en and base; paused, nospeech, vocabulary: hearing",
+        "WER and speed of Whisper tiny.en and base; paused, nospeech, vocabulary: hearing; "
+        "concurrent: conversations at once through a real `nabu serve`, and its memory",
     )
     bench.add_argument(
         "--manifest",
@@ -185,6 +186,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--repeat", type=int, default=1, metavar="N", help="run each clip N times (default 1)"
+    )
+    bench.add_argument(
+        "--sessions",
+        type=int,
+        default=3,
+        metavar="N",
+        help="concurrent suite: conversations at once (default 3)",
+    )
+    bench.add_argument(
+        "--conversations",
+        type=int,
+        default=20,
+        metavar="N",
+        help="concurrent suite: one-turn conversations before the memory reading (default 20)",
     )
     bench.add_argument(
         "--llm-base-url",

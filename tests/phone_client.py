@@ -187,6 +187,11 @@ class PhoneClient:
         return None
 
     @property
+    def last_audio_at(self) -> float:
+        """Wall time of the last audio frame received from Nabu (0.0: none yet)."""
+        return self._last_audio
+
+    @property
     def closed(self) -> bool:
         return self.close_code is not None
 

@@ -114,3 +114,51 @@ def test_reports_name_files_relative_to_the_repository(monkeypatch, tmp_path):
     for results in committed:
         manifest = json.loads(results.read_text()).get("manifest")
         assert manifest is None or not Path(manifest).is_absolute(), (results, manifest)
+
+
+def test_concurrent_suite_talks_to_a_real_server_at_once(tmp_path, manifest):
+    """Two conversations at once through a real `nabu serve` subprocess and real WebSocket
+    clients: every turn answered, voice-to-voice measured, the server's memory read."""
+    fast = tmp_path / "fast.yaml"  # shorter replies keep the test short; timings are not tested
+    fast.write_text("stt:\n  model: tiny.en\ntts:\n  length_scale: 0.5\n")
+    out = tmp_path / "concurrent"
+    proc = _bench(
+        "--suite",
+        "concurrent",
+        "--manifest",
+        str(manifest),
+        "--sessions",
+        "2",
+        "--conversations",
+        "1",
+        "--config",
+        str(fast),
+        "--out",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads((out / "results.json").read_text())
+    turns = r["turns"]
+    by_phase = {p: [t for t in turns if t["phase"] == p] for p in ("single", "concurrent")}
+    assert len(by_phase["single"]) == 2 and len(by_phase["concurrent"]) == 4, turns
+    # The two conversations at once start from different clips.
+    firsts = {t["session"]: t["clip"] for t in by_phase["concurrent"] if t["index"] == 0}
+    assert firsts == {0: "goforward", 1: "sb_spk2_snt2"}, firsts
+    for t in turns:
+        assert t["replied"] and t["finished"] and not t["error"], t
+        assert 0 < t["voice_to_voice_s"] < 60, t
+    assert r["failures"] == 0
+    for phase in ("single", "concurrent"):
+        assert r[phase]["voice_to_voice_s"]["n"] == len(by_phase[phase]), r[phase]
+        assert r[phase]["no_reply"] == 0
+    assert r["concurrent_over_single_p95"] > 0
+    memory = r["rss_mb"]
+    for key in ("after_warm_up", "after_conversations", "peak_concurrent", "peak", "high_water"):
+        assert memory[key] > 0, memory
+    assert memory["peak"] >= memory["peak_concurrent"], memory
+    assert {p for _, p, _ in r["rss_samples"]} >= {"single", "concurrent"}
+    assert set(r["goals"]) == {"concurrent_over_single_p95", "server_rss_peak_mb"}
+    report = (out / "report.md").read_text()
+    assert "# Nabu concurrent conversations benchmark" in report
+    assert "## Server memory" in report and "2 at once" in report
+    assert (out / "concurrent.png").stat().st_size > 5000
