@@ -8,7 +8,7 @@ conversation cost the first, nor how much memory the server holds. Here the
 server is the real thing, `python -m nabu_pipeline.cli serve` in its own process
 (`server_probes.nabu_serve`), talking to the built-in scripted OpenAI-protocol
 LLM, and the callers are real Pipecat-protocol WebSocket clients
-(`tests/phone_client.PhoneClient`) whose microphones send 20 ms of audio every
+(`benchmarks/phone_client.PhoneClient`) whose microphones send 20 ms of audio every
 20 ms of wall time.
 
 Phases, one server throughout:
@@ -48,12 +48,12 @@ from tqdm import tqdm
 
 from benchmarks.clips import DEFAULT_MANIFEST, SAMPLE_RATE, Clip, load_manifest, repo_path
 from benchmarks.latency import THREE_SENTENCES, summarise
+from benchmarks.phone_client import PhoneClient
 from benchmarks.run import DEFAULT_TOKENS_PER_S, DEFAULT_TTFT_S, _machine
 from benchmarks.server_probes import nabu_serve
 from nabu_pipeline.config import DEFAULT_CONFIG_PATH, NabuConfig
 from nabu_pipeline.freed_memory import IDLE_S
 from nabu_pipeline.scripted_llm import Script, ScriptedLLMServer
-from tests.phone_client import PhoneClient
 
 SESSIONS = 3
 """Conversations at once in the last phase (`--sessions`)."""

@@ -26,10 +26,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from benchmarks.phone_client import PhoneClient, load_pcm
 from nabu_pipeline.config import load_config
 from nabu_pipeline.logs import setup_logging
 from nabu_pipeline.scripted_llm import Script, ScriptedLLMServer
-from tests.phone_client import PhoneClient, load_pcm
 from tests.server_harness import in_process
 
 CLIPS = Path(__file__).resolve().parent / "clips"

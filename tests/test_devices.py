@@ -16,11 +16,11 @@ from pipecat.frames.frames import InterruptionFrame, TTSSpeakFrame
 from pipecat.processors.frameworks.rtvi.frames import RTVIClientMessageFrame
 from pipecat.tests.utils import run_test
 
+from benchmarks.phone_client import PhoneClient
 from nabu_pipeline.devices import PAIRED, PENDING_TTL_S, REVOKED, DeviceStore
 from nabu_pipeline.pairing import PairingLink, device_name, server_address
 from processors.stop_phrases import STOP_MESSAGE, StopPhraseFilter
 
-from .phone_client import PhoneClient
 from .server_harness import ROOT, free_port, in_process
 from .test_server_security import refused_status
 

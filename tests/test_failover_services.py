@@ -28,6 +28,7 @@ from pipecat.frames.frames import (
 from pipecat.pipeline.worker import PipelineParams
 from pipecat.tests.utils import SleepFrame, run_test
 
+from benchmarks.phone_client import load_pcm
 from nabu_pipeline.config import OpenAIEndpoint, TTSConfig
 from nabu_pipeline.scripted_llm import Script, ScriptedLLMServer
 from processors.openai_endpoint import NO_KEY
@@ -41,7 +42,6 @@ from processors.stt_failover import (
 from processors.tts_fallback import FallbackSpeech, PiperWithFallbackTTSService
 
 from .conftest import CLIPS
-from .phone_client import load_pcm
 
 REPLY = "The front door is locked. The porch light is on. The kettle is warm."
 

@@ -29,6 +29,7 @@ import soundfile as sf
 import soxr
 from whisper_normalizer.english import EnglishTextNormalizer
 
+from benchmarks.phone_client import FRAME_S, PhoneClient, audio_frame, load_pcm
 from nabu_pipeline import engines
 from nabu_pipeline.models import Device
 from nabu_pipeline.scripted_llm import SPEECH_RATE_HZ, Script, ScriptedLLMServer, refused_url
@@ -36,7 +37,6 @@ from nabu_pipeline.talk import talk
 
 from .conftest import CLIPS, transcribe
 from .helpers import captured_logs, nabu, stored, wait_sessions
-from .phone_client import FRAME_S, PhoneClient, audio_frame, load_pcm
 from .server_harness import cli_process, in_process
 from .test_failover_services import BrokenWhisper, FailingVoice
 

@@ -11,11 +11,11 @@ import asyncio
 
 import pytest
 
+from benchmarks.phone_client import PhoneClient, load_pcm
 from nabu_pipeline.scripted_llm import Script, ScriptedLLMServer
 
 from .alert_receiver import ThreadedAlertReceiver
 from .helpers import marys_safety
-from .phone_client import PhoneClient, load_pcm
 from .server_harness import in_process
 
 pytestmark = pytest.mark.slow

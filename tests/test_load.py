@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.phone_client import PhoneClient, load_pcm
 from nabu_pipeline.scripted_llm import Script, ScriptedLLMServer
 
 from .conftest import CLIPS
 from .helpers import captured_logs, server_tasks, wait_server_tasks, wait_sessions
-from .phone_client import PhoneClient, load_pcm
 from .server_harness import in_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]

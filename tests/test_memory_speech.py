@@ -234,7 +234,8 @@ async def test_serve_keeps_a_spoken_fact_for_the_next_session_and_the_family(
     import numpy as np
     import soundfile as sf
 
-    from .phone_client import PhoneClient, load_pcm
+    from benchmarks.phone_client import PhoneClient, load_pcm
+
     from .server_harness import in_process
 
     token = "serve-memory-token-0123456789abcdef"

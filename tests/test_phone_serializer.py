@@ -13,9 +13,8 @@ from pipecat.frames.frames import (
     OutputTransportMessageUrgentFrame,
 )
 
+from benchmarks.phone_client import audio_frame, rtvi_frame
 from transports.phone_serializer import PhoneFrameSerializer
-
-from .phone_client import audio_frame, rtvi_frame
 
 
 @pytest.fixture

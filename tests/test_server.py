@@ -1,6 +1,6 @@
 """`nabu serve` with real Pipecat-protocol clients, real models and a real OpenAI-protocol server.
 
-Each client is what the official SDKs are on the wire (tests/phone_client.py):
+Each client is what the official SDKs are on the wire (benchmarks/phone_client.py):
 protobuf frames, RTVI messages, a microphone streaming 20 ms frames in real
 time. The scripted LLM answers each question with a word of its own, so every
 session can be checked for getting its own answer.
@@ -18,11 +18,11 @@ import soundfile as sf
 from websockets.exceptions import InvalidStatus
 from whisper_normalizer.english import EnglishTextNormalizer
 
+from benchmarks.phone_client import PhoneClient, audio_frame, load_pcm, rtvi_frame
 from nabu_pipeline.scripted_llm import Script, ScriptedLLMServer
 
 from .conftest import CLIPS, transcribe
 from .helpers import captured_logs, server_tasks, stored, wait_server_tasks, wait_sessions
-from .phone_client import PhoneClient, audio_frame, load_pcm, rtvi_frame
 from .server_harness import cli_process, in_process
 
 pytestmark = pytest.mark.slow

@@ -21,13 +21,13 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from benchmarks.phone_client import PhoneClient, rtvi_frame
 from nabu_pipeline.conversation_store import DB_NAME
 from nabu_pipeline.logs import escape_controls, redact
 from nabu_pipeline.origins import OriginPolicy
 from nabu_pipeline.scripted_llm import Script, ScriptedLLMServer
 from nabu_pipeline.server import SESSION_ID
 
-from .phone_client import PhoneClient, rtvi_frame
 from .server_harness import cli_process
 
 TOKEN = "hardening-token-0123456789abcdef"

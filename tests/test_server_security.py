@@ -10,9 +10,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from benchmarks.phone_client import PhoneClient
 from nabu_pipeline.server import auth_token_for, is_loopback, token_matches
 
-from .phone_client import PhoneClient
 from .server_harness import ROOT, in_process
 
 TOKEN = "unit-test-token-0123456789abcdef"

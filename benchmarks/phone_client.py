@@ -1,4 +1,5 @@
-"""A real Pipecat-protocol WebSocket client for tests: what the official SDKs send and receive.
+"""A real Pipecat-protocol WebSocket client (tests, `nabu bench --suite concurrent`): what the
+official SDKs send and receive.
 
 Binary protobuf `Frame`s (pipecat's own frames.proto): audio frames up, RTVI
 JSON in message frames both ways, audio frames down. The microphone is a task
