@@ -17,6 +17,7 @@ import itertools
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import jiwer
@@ -30,6 +31,9 @@ from benchmarks.latency import THREE_SENTENCES, TurnMeasure, run_conversation, s
 from benchmarks.suites import nospeech_suite, paused_suite
 from nabu_pipeline import engines
 from nabu_pipeline.config import NabuConfig
+from nabu_pipeline.home_assistant import Entity
+from nabu_pipeline.known_words import KnownWords
+from nabu_pipeline.memory_store import MemoryStore
 from nabu_pipeline.scripted_llm import Recorded, Script, ScriptedLLMServer
 from transports.audio_file import read_pcm16
 
@@ -67,6 +71,55 @@ VOCAB_SENTENCES = (
     ("When is Marguerite coming over?", ("marguerite",)),
 )
 ESPEAK_VOICES = ("en-us", "en-us+m3", "en-us+f2", "en+m7")
+# The same household as Nabu knows it without anyone typing a vocabulary: facts Warren kept
+# and his home's devices and areas (nabu_pipeline/known_words.py builds the prompt from them).
+HOUSEHOLD_FACTS = (
+    "my daughter Siobhan visits on Sundays",
+    "Doctor Okonkwo is in on Tuesday",
+    "I take Lisinopril at eight",
+    "I take Metoprolol in the morning",
+    "Marguerite from next door comes over on Fridays",
+    "my sister lives in Schenectady",
+    "my son lives in Poughkeepsie",
+    "I listen to WQXR in the morning",
+)
+HOUSEHOLD_DEVICES = (
+    ("light.kitchen_light", "Kitchen Light", (), "Kitchen"),
+    ("switch.kitchen_speaker", "Kitchen Speaker", ("Sonos",), "Kitchen"),
+    ("light.den_lamp", "Philips Hue Lamp", (), "Den"),
+    ("vacuum.roomba", "Roomba", (), "Kitchen"),
+    ("climate.ecobee", "Ecobee", ("Heating",), "Hallway"),
+    ("lock.front_door", "Front Door", (), "Hallway"),
+    ("cover.garage_door", "Garage Door", ("Garage",), "Garage"),
+    ("light.bedroom_light", "Bedroom Light", (), "Bedroom"),
+    ("light.living_room_lamp", "Living Room Lamp", (), "Living Room"),
+)
+
+
+@dataclass
+class _ListedHome:
+    """The household's devices as Home Assistant lists them (what KnownWords reads)."""
+
+    devices: tuple
+
+    def entities(self) -> list[Entity]:
+        return [Entity(*d) for d in self.devices]
+
+    @property
+    def areas(self) -> tuple[str, ...]:
+        return tuple(sorted({d[3] for d in self.devices}))
+
+
+def household_terms() -> tuple[str, ...]:
+    """Whisper's prompt terms for the household, as Nabu gathers them (real SQLite store)."""
+    with tempfile.TemporaryDirectory(prefix="nabu-household-") as tmp:
+        store = MemoryStore(Path(tmp)).open()
+        try:
+            for fact in HOUSEHOLD_FACTS:
+                store.save(fact, source="family")
+            return KnownWords((), _ListedHome(HOUSEHOLD_DEVICES), store).terms()
+        finally:
+            store.close()
 
 
 def _answered_request(server: ScriptedLLMServer, m: TurnMeasure) -> Recorded | None:
@@ -205,6 +258,8 @@ def run_nospeech(args, config: NabuConfig) -> dict:
     variants = [
         ("no_vocabulary", config),
         ("with_vocabulary", config.with_changes(stt={"vocabulary": list(VOCABULARY)})),
+        # The larger prompt Nabu builds from what it knows (facts, devices, areas).
+        ("known_words", config.with_changes(stt={"vocabulary": list(household_terms())})),
     ]
     progress = tqdm(total=len(sounds) * len(variants), desc="nospeech", unit="sound")
     results: dict = {"suite": "nospeech", "sounds": len(sounds), "variants": {}}
@@ -301,10 +356,12 @@ def run_vocabulary(args, config: NabuConfig) -> dict:
         "sentences": len(VOCAB_SENTENCES),
         "clips": len(clips),
         "vocabulary": list(VOCABULARY),
+        "known_words": list(household_terms()),
         "models": {},
     }
     for model in dict.fromkeys((config.stt.model, "tiny.en", "base")):
-        for label, vocab in (("without", ()), ("with", VOCABULARY)):
+        known = household_terms()
+        for label, vocab in (("without", ()), ("with", VOCABULARY), ("known", known)):
             stt = config.stt.model_copy(update={"model": model, "vocabulary": vocab})
             whisper = engines.whisper(stt).model
             hyps = [transcribe(whisper, c.samples, stt) for c in clips]

@@ -352,9 +352,17 @@ def _hearing_markdown(r: dict, plots: list[Path]) -> str:
             out += ["", f"## {name}", "", *_table(columns, rows)]
     else:
         for model, by in r["models"].items():
-            out += ["", f"## {model}", "", "| said | voice | without | with |", "|---|---|---|---|"]
-            for a, b in zip(by["without"]["examples"], by["with"]["examples"], strict=True):
-                out.append(f"| {a['said']} | {a['voice']} | {a['heard']} | {b['heard']} |")
+            labels = list(by)  # without, with (the typed list), known (from what Nabu knows)
+            out += [
+                "",
+                f"## {model}",
+                "",
+                "| said | voice | " + " | ".join(labels) + " |",
+                "|---|---|" + "---|" * len(labels),
+            ]
+            for examples in zip(*(by[label]["examples"] for label in labels), strict=True):
+                heard = " | ".join(e["heard"] for e in examples)
+                out.append(f"| {examples[0]['said']} | {examples[0]['voice']} | {heard} |")
     out += ["", *[f"![{p.stem}]({p.name})" for p in plots], ""]
     return "\n".join(out)
 

@@ -88,7 +88,9 @@ class STTConfig(_Frozen):
     language: str = "en"
     """Language Warren speaks (a Whisper code); English-only models such as tiny.en need en."""
     vocabulary: tuple[str, ...] = ()
-    """Names, places and devices Warren uses, given to Whisper as its initial prompt."""
+    """Names, places and devices Warren uses, given to Whisper as its initial prompt. Words he
+    corrected Nabu to, the names in facts he keeps and his home's device names, aliases and
+    areas join them without being typed here (nabu_pipeline/known_words.py, bounded)."""
     ttfs_p99_s: float = Field(default=1.2, gt=0)
     """How long after the end of speech a transcript may still arrive (turn-end safety net)."""
     openai: OpenAIEndpoint = OpenAIEndpoint(model="whisper-1")

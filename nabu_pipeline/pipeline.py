@@ -13,6 +13,7 @@ gets its own (both are small ONNX models).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from loguru import logger
@@ -45,11 +46,13 @@ from nabu_pipeline.config import NabuConfig
 from nabu_pipeline.home_actions import HomeActions
 from nabu_pipeline.home_assistant import HomeAssistant
 from nabu_pipeline.home_tools import register_home_tools
+from nabu_pipeline.known_words import KnownWords
 from nabu_pipeline.latency import LatencyObserver
 from nabu_pipeline.memory_store import MemoryStore, shared_store
 from nabu_pipeline.prompts import system_prompt
 from nabu_pipeline.reminders import ReminderService
 from processors.consumed_transcript import WordsStartATurn
+from processors.corrections import LearnCorrections
 from processors.echo_canceller import (
     EchoCanceller,
     EchoReference,
@@ -72,6 +75,7 @@ from processors.memory_commands import (
 from processors.openai_endpoint import api_key
 from processors.openai_llm import NabuOpenAILLMService
 from processors.phrases import (
+    CORRECTIONS,
     LOCAL_QUESTIONS,
     MEMORY_COMMANDS,
     PREFERENCE_FACTS,
@@ -119,8 +123,13 @@ def _openai_stt(config: NabuConfig) -> STTService:
     )
 
 
-def build_stt(config: NabuConfig, utterance: UtteranceState | None = None) -> FrameProcessor:
-    """Local Whisper, the OpenAI-protocol STT, or both behind pipecat's failover switcher."""
+def build_stt(
+    config: NabuConfig,
+    utterance: UtteranceState | None = None,
+    vocabulary: Iterable[str] | None = None,
+) -> FrameProcessor:
+    """Local Whisper, the OpenAI-protocol STT, or both behind pipecat's failover switcher.
+    `vocabulary`: the terms for Whisper's prompt (KnownWords); stt.vocabulary without it."""
     stt = config.stt
     if stt.provider == "openai":
         return _openai_stt(config)
@@ -134,7 +143,7 @@ def build_stt(config: NabuConfig, utterance: UtteranceState | None = None) -> Fr
         model_name=loaded.path,
         beam_size=stt.beam_size,
         language=stt.language,
-        vocabulary=stt.vocabulary,
+        vocabulary=stt.vocabulary if vocabulary is None else vocabulary,
         utterance=utterance,
         ttfs_p99_latency=stt.ttfs_p99_s,
     )
@@ -195,6 +204,7 @@ def build_matcher(config: NabuConfig) -> PhraseMatcher:
             **PREFERENCE_FACTS,
             Command.HELP: help_templates(config.safety),
             **REMINDER_COMMANDS,
+            **CORRECTIONS,
         }
     )
 
@@ -334,7 +344,15 @@ def build_session(
         config = with_preferences(config, memory.preferences())
     # Shared by STT, release gate and history window: one sentence across Warren's pauses.
     utterance = UtteranceState() if config.turn.pause_tolerance_s > 0 else None
-    stt = build_stt(config, utterance=utterance)
+    home = build_home(config)
+    # Whisper's prompt: the family's vocabulary, and the names his home and his facts hold.
+    known = KnownWords(
+        config.stt.vocabulary,
+        home.home if home is not None else None,
+        memory if config.memory.enabled else None,
+        data_dir=config.server.data_path,
+    )
+    stt = build_stt(config, utterance=utterance, vocabulary=known)
     matcher = build_matcher(config)
     # Questions the LLM failed to answer: the history window keeps them apart from the next.
     unanswered: set[str] = set()
@@ -357,7 +375,6 @@ def build_session(
             register_remember_tool(llm, memory_stage)
             logger.debug(f"LLM tool: {REMEMBER_TOOL}")
     conv = config.conversation
-    home = build_home(config)
     if home is not None:
         register_home_tools(llm, context, home)
     echo = echo_reference or EchoReference(config.audio.in_sample_rate_hz)
@@ -397,6 +414,7 @@ def build_session(
             vocabulary=config.stt.vocabulary,
         ),
         "guard": TranscriptGuard(config.guard, matcher, vocabulary=config.stt.vocabulary),
+        "corrections": LearnCorrections(matcher, known),
         "stop_phrases": StopPhraseFilter(
             matcher,
             conv.stop_acknowledgement,

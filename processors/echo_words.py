@@ -63,7 +63,9 @@ class SpokenWords(BaseObserver):
     """What Nabu is saying aloud, sentence by sentence."""
 
     def __init__(self, clock=time.monotonic, **kwargs):
-        super().__init__(**kwargs)
+        # A sentence is taken at its first push (the TTS's), so every further push of every
+        # frame (audio, fifty times a second, through each stage) need not come here.
+        super().__init__(observe_every_push=False, **kwargs)
         self._clock = clock
         self._said: collections.deque[tuple[float, list[str]]] = collections.deque()
         self._seen: collections.deque[int] = collections.deque(maxlen=64)

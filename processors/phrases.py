@@ -48,6 +48,7 @@ class Command(StrEnum):
     LIST_REMINDERS = "list_reminders"
     CANCEL_REMINDER = "cancel_reminder"
     DONE = "done"
+    CORRECTION = "correction"
 
 
 # Said around a command without changing it. "okay" is here so that "Okay, stop." is a
@@ -131,6 +132,16 @@ MEMORY_COMMANDS: dict[str, tuple[str, ...]] = {
         "(i'd|i would) like [you] to call me {name}",
         "you can call me {name}",
         "(please|) call me {name} from now on",
+    ),
+}
+# "No, I said the porch light": what Nabu misheard, said again. The words join Whisper's
+# prompt (processors/corrections.py); the sentence itself goes on to be answered.
+CORRECTIONS: dict[str, tuple[str, ...]] = {
+    Command.CORRECTION: (
+        "no [,] i said {words}",
+        "no [,] i meant {words}",
+        "i said {words} not {wrong}",
+        "(not|no) {wrong} [,] i said {words}",
     ),
 }
 # Facts that are also preferences, recognised inside what he asked to remember

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -40,7 +40,7 @@ MAX_UTTERANCE_S = 25.0
 PROMPT_HEADER = "Names and things Warren mentions"
 
 
-def vocabulary_prompt(vocabulary: tuple[str, ...] | list[str]) -> str | None:
+def vocabulary_prompt(vocabulary: Iterable[str]) -> str | None:
     """Warren's names, places and devices as Whisper's initial prompt.
 
     Measured on the vocabulary suite (`nabu bench --suite vocabulary`): with tiny.en
@@ -143,12 +143,15 @@ class NabuWhisperSTTService(WhisperSTTService):
         model_name: str,
         beam_size: int = 1,
         language: str = "en",
-        vocabulary: tuple[str, ...] = (),
+        vocabulary: Iterable[str] = (),
         utterance: UtteranceState | None = None,
         **kwargs,
     ):
         self._shared_model = model
         self._beam_size = beam_size
+        # Read at every decode: the terms can grow (nabu_pipeline/known_words.py: his home's
+        # names once it has connected, the names in facts he keeps).
+        self._vocabulary = vocabulary
         self._utterance = utterance
         # What VAD heard (the echo canceller's output), sample for sample beside the raw
         # audio in `_audio_buffer`; and, per queued segment in order, that audio when it
@@ -254,7 +257,7 @@ class NabuWhisperSTTService(WhisperSTTService):
         options = {
             "language": language,
             "beam_size": self._beam_size,
-            "prompt": self._settings.initial_prompt,
+            "prompt": vocabulary_prompt(self._vocabulary),
         }
         model = self._model
 

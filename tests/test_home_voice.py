@@ -272,3 +272,33 @@ async def test_cancel_while_nabu_asks_says_what_it_will_not_do(
     assert "will not unlock the front door" in replies, result.turns
     words = heard(whisper_tiny, tmp_path / "out.wav")
     assert {"okay", "not", "unlock"} <= words, words  # the question has no "not"
+
+
+async def test_a_name_his_home_knows_is_heard(tmp_path, synth, home_config, ha):
+    """tiny.en hears Piper's "the Sonos" as "the saw notes" with no prompt (the vocabulary
+    suite); named in Home Assistant (an alias of the kitchen speaker), it is heard and acted
+    on locally. Nabu reads the names from the home, nobody types them into its config."""
+    clip = synth("Turn on the Sonos.", "sonos")
+    await asyncio.to_thread(
+        ha.ws,
+        {
+            "type": "config/entity_registry/update",
+            "entity_id": "switch.kitchen_speaker",
+            "aliases": ["Radio", "Sonos"],
+        },
+    )
+    try:
+        assert ha.state("switch.kitchen_speaker")["state"] == "off"
+        with ScriptedLLMServer(Script(reply="The LLM answered.")) as server:
+            await talk(home_config(server.url), [clip], tmp_path / "out.wav")
+        assert server.requests == [], server.user_texts()
+        assert ha.state("switch.kitchen_speaker")["state"] == "on"
+    finally:
+        await asyncio.to_thread(
+            ha.ws,
+            {
+                "type": "config/entity_registry/update",
+                "entity_id": "switch.kitchen_speaker",
+                "aliases": ["Radio"],
+            },
+        )
