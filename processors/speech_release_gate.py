@@ -81,7 +81,7 @@ class SpeechReleaseGate(FrameProcessor):
             self._user_speaking = False
             self._speech_end = time.monotonic() - frame.stop_secs
             if self._holding:
-                await self._schedule_release()
+                self._schedule_release()
         elif isinstance(frame, BotStartedSpeakingFrame):
             self._bot_speaking = True
         elif isinstance(frame, BotStoppedSpeakingFrame):
@@ -112,14 +112,25 @@ class SpeechReleaseGate(FrameProcessor):
         await self.push_frame(frame, direction)
 
     async def complete_utterance(self, hold_s: float) -> None:
-        """What Warren said is already complete (a whole command, a yes to a question):
-        hold its reply only `hold_s` after his speech instead of the full pause hold."""
+        """What Warren said is already complete (a whole command, a yes to a question, a turn
+        that sounds finished): hold its reply only `hold_s` after his speech instead of the
+        full pause hold.
+
+        Called from another stage's task, which an interruption may cancel at any await (the
+        user aggregator interrupts as the very transcript that completes the turn reaches it).
+        So nothing here awaits: cancelled between dropping the old timer and starting the new
+        one, the gate would hold the reply with no timer left to release it (seen: no answer
+        at all until Warren spoke again)."""
         if self._holding and not self._user_speaking and self._speech_end is not None:
             logger.debug(f"{self}: complete utterance; hold {hold_s:.2f}s")
-            await self._schedule_release(hold_s)
+            self._schedule_release(hold_s)
 
-    async def _schedule_release(self, hold_s: float | None = None) -> None:
-        await self._cancel_timer()
+    def _schedule_release(self, hold_s: float | None = None) -> None:
+        """Replace the release timer; synchronous, so no caller's cancellation can split it."""
+        if self._timer is not None:
+            timer, self._timer = self._timer, None
+            if timer is not asyncio.current_task():
+                timer.cancel()
         assert self._speech_end is not None
         hold_s = self._hold_s if hold_s is None else min(hold_s, self._hold_s)
         delay = max(0.0, self._speech_end + hold_s - time.monotonic())

@@ -105,3 +105,27 @@ async def test_not_judged_while_more_of_his_speech_is_with_whisper():
     utterance = UtteranceState(awaiting=1)
     text = "And Mister John Dashwood had then leisure to consider how much to do for them."
     assert await completions(speech(), text, utterance) == 0
+
+
+@pytest.mark.slow
+async def test_a_turn_completed_as_the_interruption_lands_is_still_answered():
+    """ "Eight of spades, (pause) four of clubs, seven of hearts": the transcript of the whole
+    sentence both completes the turn (the release gate shortens its hold) and makes the user
+    aggregator interrupt the reply prepared for "eight of spades". The interruption cancelled
+    the completion stage's task while the gate swapped its release timer, and no reply was
+    ever released: Warren got silence until he spoke again, and his next sentence was
+    glued to this one. Whole pipeline, real Whisper, the built-in LLM server."""
+    from benchmarks import report
+    from benchmarks.clips import load_manifest
+    from benchmarks.latency import THREE_SENTENCES, run_conversation
+    from nabu_pipeline.config import load_config
+    from nabu_pipeline.scripted_llm import Script, ScriptedLLMServer
+
+    clips = [c for c in load_manifest(None) if c.name in ("cards_004", "cards_005", "goforward")]
+    with ScriptedLLMServer(Script(reply=THREE_SENTENCES, ttft_s=0.35)) as server:
+        config = load_config(None).with_changes(llm={"base_url": server.url, "provider": "openai"})
+        turns = await run_conversation("nabu", report.BUILDERS["nabu"], config, clips, 0)
+    assert [t.voice_to_voice_s is not None for t in turns] == [True, True, True], [
+        (t.clip, t.heard_transcripts) for t in turns
+    ]
+    assert "spades" not in " ".join(turns[2].heard_transcripts).lower()
