@@ -197,11 +197,13 @@ def run_paused(args, config: NabuConfig) -> dict:
     items = paused_suite(clips)
     designs = [
         ("nabu", build_nabu, config),
-        # Every reply waits the whole pause hold: no shortcut for a turn that sounds finished.
+        # A turn that sounds finished (smart-turn >= 0.8 and words that end) waits only 0.6 s.
         (
-            "nabu_full_hold",
+            "nabu_complete_turn",
             build_nabu,
-            config.with_changes(turn={"complete_turn_probability": 0.0}),
+            config.with_changes(
+                turn={"complete_turn_probability": 0.8, "complete_turn_hold_s": 0.6}
+            ),
         ),
         ("pipecat_default", build_pipecat_default, config),
     ]

@@ -287,10 +287,12 @@ class TurnConfig(_Frozen):
     one device by its whole name, a yes or no to Nabu's question): it need not wait out
     pause_tolerance_s. Less sure home commands ("close the garage", "turn on the kitchen")
     wait for his pause to end and are never acted on if he goes on."""
-    complete_turn_probability: float = Field(default=0.8, ge=0, le=1)
+    complete_turn_probability: float = Field(default=0.0, ge=0, le=1)
     """smart-turn v3's probability that Warren has finished at which, if his words also end
     where a sentence can, his reply waits only complete_turn_hold_s instead of
-    pause_tolerance_s (processors/turn_completion.py). 0 turns this off."""
+    pause_tolerance_s (processors/turn_completion.py). 0 (the default) turns this off: on
+    the paused suite 0.8 with a 0.6 s hold cut 3 of 20 sentences against 2 with the whole
+    hold ("Go forward. (0.8 s) Ten meters." sounds finished) for 0.12 s off the p50."""
     complete_turn_hold_s: float = Field(default=0.6, ge=0, le=5)
     """The hold for a turn smart-turn and his words both say is finished: longer than for a
     whole command (a sentence that sounds finished may still go on), shorter than a pause."""

@@ -123,7 +123,10 @@ async def test_a_turn_completed_as_the_interruption_lands_is_still_answered():
 
     clips = [c for c in load_manifest(None) if c.name in ("cards_004", "cards_005", "goforward")]
     with ScriptedLLMServer(Script(reply=THREE_SENTENCES, ttft_s=0.35)) as server:
-        config = load_config(None).with_changes(llm={"base_url": server.url, "provider": "openai"})
+        config = load_config(None).with_changes(
+            llm={"base_url": server.url, "provider": "openai"},
+            turn={"complete_turn_probability": 0.8},
+        )
         turns = await run_conversation("nabu", report.BUILDERS["nabu"], config, clips, 0)
     assert [t.voice_to_voice_s is not None for t in turns] == [True, True, True], [
         (t.clip, t.heard_transcripts) for t in turns
