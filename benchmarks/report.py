@@ -286,8 +286,23 @@ def _accuracy_markdown(r: dict, plots: list[Path]) -> str:
         f"Degraded copy: {r['degraded']}. These are clear read recordings made worse: proxies "
         "for slurred speech, not measurements of it."
     )
-    out += ["", summary_table(r), "", "## Per clip", ""]
+    out += ["", summary_table(r)]
     names = list(r["per_model"])
+    if all("variants" in r["per_model"][n] for n in names):
+        out += [
+            "",
+            "## Each factor (WER, mean of seeds; x clean)",
+            "",
+            "| variant | " + " | ".join(names) + " |",
+            "|---|" + "---|" * len(names),
+        ]
+        for variant in r["per_model"][names[0]]["variants"]:
+            cells = []
+            for n in names:
+                v = r["per_model"][n]["variants"][variant]
+                cells.append(f"{v['wer'] * 100:.1f} % ({_fmt(v['over_clean'])}x)")
+            out.append(f"| {variant} | " + " | ".join(cells) + " |")
+    out += ["", "## Per clip", ""]
     out.append("| clip | reference | " + " | ".join(names) + " |")
     out.append("|---|---|" + "---|" * len(names))
     first = r["per_model"][names[0]]["clips"]

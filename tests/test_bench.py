@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.clips import DEFAULT_MANIFEST, repo_path
+from benchmarks.degrade import TARGET, VARIANTS
 
 from .conftest import CLIPS, ROOT
 from .helpers import nabu
@@ -84,6 +85,8 @@ def test_accuracy_suite_reports_wer_and_rtf_per_model(tmp_path, manifest):
     assert set(r["per_model"]) == {"tiny.en", "base"}
     for m in r["per_model"].values():
         assert {"wer", "rtf", "degraded_wer"} <= set(m)
+        assert set(m["variants"]) == set(VARIANTS)
+        assert m["degraded_wer"] == m["variants"][TARGET]["wer"]
     assert (out / "accuracy.png").exists()
 
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from benchmarks.accuracy import ModelResult, mean_over_seeds
 from benchmarks.clips import load_manifest
-from benchmarks.degrade import degrade, degraded_sets
+from benchmarks.degrade import VARIANTS, degrade, degraded_sets, variant_sets
 from benchmarks.hearing import judge_paused, summarise_paused
 from benchmarks.latency import TurnMeasure
 from nabu_pipeline.scripted_llm import Recorded
@@ -121,3 +121,27 @@ def test_each_noise_seed_is_a_different_realisation(tmp_path):
     first_clip = [s[0].samples for s in sets]
     assert len({a.tobytes() for a in first_clip}) == 3
     assert all(s[0].transcript == clips[0].transcript for s in sets)
+
+
+def test_his_degraded_suite_varies_one_factor_at_a_time_and_repeats_exactly(tmp_path):
+    manifest = tmp_path / "three.tsv"
+    manifest.write_text(
+        "file\tduration_s\ttranscript\n"
+        f"{CLIPS / 'goforward.wav'}\t2.79\tgo forward ten meters\n"
+        f"{CLIPS / 'sb_spk2_snt2.wav'}\t1.76\tWhat joy there is in living.\n"
+        f"{CLIPS / 'something.wav'}\t3.0\tgo somewhere and do something\n"
+    )
+    clips = load_manifest(manifest)
+    sets = variant_sets(clips, seeds=2)
+    assert list(sets) == list(VARIANTS)
+    clean = clips[0].samples
+    slow = sets["slow 0.75x"][0][0].samples
+    assert abs(len(slow) / len(clean) - 1 / 0.75) < 0.05
+    # Talk under his voice: wideband, same length, a different mix for each seed.
+    talk = [s[0].samples for s in sets["talk 5 dB"]]
+    assert all(len(t) == len(clean) for t in talk) and not np.array_equal(*talk)
+    # The same seeds give the same audio on every run.
+    again = variant_sets(clips, seeds=2)
+    for name in VARIANTS:
+        assert np.array_equal(sets[name][1][2].samples, again[name][1][2].samples), name
+    assert all(c.transcript == clips[i].transcript for i, c in enumerate(sets["his room"][0]))
