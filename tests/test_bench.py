@@ -46,7 +46,9 @@ def test_latency_suite_writes_results_report_and_plots(tmp_path, manifest):
     assert not Path(r["manifest"]).is_absolute() and r["manifest"].endswith("two.tsv")
     assert set(r["stages"]) == {
         "turn_end_s",
+        "vad_stop_s",
         "stt_s",
+        "whisper_s",
         "llm_ttft_s",
         "first_sentence_s",
         "tts_first_audio_s",
