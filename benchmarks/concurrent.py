@@ -47,13 +47,12 @@ from loguru import logger
 from tqdm import tqdm
 
 from benchmarks.clips import DEFAULT_MANIFEST, SAMPLE_RATE, Clip, load_manifest, repo_path
-from benchmarks.latency import THREE_SENTENCES, summarise
+from benchmarks.latency import summarise
 from benchmarks.phone_client import PhoneClient
-from benchmarks.run import DEFAULT_TOKENS_PER_S, DEFAULT_TTFT_S, _machine
+from benchmarks.run import _machine, llm_endpoint
 from benchmarks.server_probes import nabu_serve
 from nabu_pipeline.config import DEFAULT_CONFIG_PATH, NabuConfig
 from nabu_pipeline.freed_memory import IDLE_S
-from nabu_pipeline.scripted_llm import Script, ScriptedLLMServer
 
 SESSIONS = 3
 """Conversations at once in the last phase (`--sessions`)."""
@@ -355,15 +354,7 @@ def run_concurrent(args, config: NabuConfig) -> dict:
     sessions = SESSIONS if sessions is None else max(1, sessions)
     conversations = getattr(args, "conversations", None)
     conversations = CONVERSATIONS if conversations is None else max(0, conversations)
-    scripted = args.llm_base_url is None
-    llm = None
-    if scripted:
-        llm = ScriptedLLMServer(
-            Script(reply=THREE_SENTENCES, ttft_s=DEFAULT_TTFT_S, tokens_per_s=DEFAULT_TOKENS_PER_S)
-        ).start()
-        url = llm.url
-    else:
-        url = args.llm_base_url
+    llm, url = llm_endpoint(args)
     token = secrets.token_urlsafe(24)  # whatever the user's environment holds
     tmp = Path(tempfile.mkdtemp(prefix="nabu-bench-concurrent-"))
     env = {"NABU_LLM_BASE_URL": url, "NABU_AUTH_TOKEN": token}
@@ -432,7 +423,7 @@ def run_concurrent(args, config: NabuConfig) -> dict:
         "max_sessions": max(config.server.max_sessions, 4, sessions + 1),
         "limits_s": {"reply_within": REPLY_WITHIN_S, "finish_within": FINISH_WITHIN_S},
         "llm": {
-            "endpoint": "built-in scripted server" if scripted else url,
+            "endpoint": "built-in scripted server" if llm else url,
             "ttft_s": llm.script.ttft_s if llm else None,
             "tokens_per_s": llm.script.tokens_per_s if llm else None,
         },

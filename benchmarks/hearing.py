@@ -353,16 +353,16 @@ def run_vocabulary(args, config: NabuConfig) -> dict:
     clips = vocabulary_clips(config)
     terms = {text: t for text, t in VOCAB_SENTENCES}
     real = load_manifest(args.manifest)
+    known = household_terms()  # one temporary store, not one per model
     out: dict = {
         "suite": "vocabulary",
         "sentences": len(VOCAB_SENTENCES),
         "clips": len(clips),
         "vocabulary": list(VOCABULARY),
-        "known_words": list(household_terms()),
+        "known_words": list(known),
         "models": {},
     }
     for model in dict.fromkeys((config.stt.model, "tiny.en", "base")):
-        known = household_terms()
         for label, vocab in (("without", ()), ("with", VOCABULARY), ("known", known)):
             stt = config.stt.model_copy(update={"model": model, "vocabulary": vocab})
             whisper = engines.whisper(stt).model

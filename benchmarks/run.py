@@ -44,18 +44,22 @@ def _machine() -> dict:
     }
 
 
+def llm_endpoint(args) -> tuple[ScriptedLLMServer | None, str]:
+    """The LLM a suite talks to: `--llm-base-url`, or the built-in server at gpt-4o-mini's
+    pace (started here; the caller stops it)."""
+    if args.llm_base_url is not None:
+        return None, args.llm_base_url
+    server = ScriptedLLMServer(
+        Script(reply=THREE_SENTENCES, ttft_s=DEFAULT_TTFT_S, tokens_per_s=DEFAULT_TOKENS_PER_S)
+    ).start()
+    return server, server.url
+
+
 def run_latency(args, config: NabuConfig) -> dict:
     clips = load_manifest(args.manifest)
     repeat = max(1, args.repeat)
-    server = None
-    scripted = args.llm_base_url is None
-    if scripted:
-        server = ScriptedLLMServer(
-            Script(reply=THREE_SENTENCES, ttft_s=DEFAULT_TTFT_S, tokens_per_s=DEFAULT_TOKENS_PER_S)
-        ).start()
-        url = server.url
-    else:
-        url = args.llm_base_url
+    server, url = llm_endpoint(args)
+    scripted = server is not None
     config = config.with_changes(llm={"base_url": url, "provider": "openai"})
     passes = 5 if scripted else 3
     progress = tqdm(total=len(clips) * repeat * passes, desc="latency", unit="turn")

@@ -150,8 +150,9 @@ def test_concurrent_suite_talks_to_a_real_server_at_once(tmp_path, manifest):
     firsts = {t["session"]: t["clip"] for t in by_phase["concurrent"] if t["index"] == 0}
     assert firsts == {0: "goforward", 1: "sb_spk2_snt2"}, firsts
     for t in turns:
+        # replied: a reply came within the suite's own limit (REPLY_WITHIN_S); no clock here.
         assert t["replied"] and t["finished"] and not t["error"], t
-        assert 0 < t["voice_to_voice_s"] < 60, t
+        assert t["voice_to_voice_s"] > 0, t
     assert r["failures"] == 0
     for phase in ("single", "concurrent"):
         assert r[phase]["voice_to_voice_s"]["n"] == len(by_phase[phase]), r[phase]
