@@ -524,7 +524,9 @@ class SafetyConfig(_Frozen):
         "help [me] [help [me]]",
         "[please] help me [please]",
         "i need [some|your] help",
-        "[help [me]] (i've|i have) fallen [down|over] [and i can't get up] [help [me]]",
+        # "i fallen": Whisper drops the 've of a slurred "I've fallen" (base with his home's
+        # names in the prompt heard Piper's "I've fallen." as "I Fallen.").
+        "[help [me]] (i've|i have|i) fallen [down|over] [and i can't get up] [help [me]]",
         "[help [me]] (i've|i have) had a fall [help [me]]",
         "[help [me]] i fell [down|over] [help [me]]",
         "[help [me]] i (can't|cannot|can not) get up [help [me]]",

@@ -62,5 +62,7 @@ async def test_spoken_call_for_help_reaches_home_assistant_notify(
     assert alert.channels == {"home assistant notify.family": "delivered"}, alert.channels
     written = (core.config_dir / "family_notifications.txt").read_text()
     print(f"\nHome Assistant notify.family wrote:\n{written}")
-    assert "Warren called for help" in written and "I've fallen" in written
+    # What he said, as Whisper heard it: "I've fallen", or "I Fallen" once his home's names
+    # are in Whisper's prompt (which depends on whether Home Assistant has connected yet).
+    assert "Warren called for help" in written and "fallen" in written.lower()
     assert core.token not in str(result.turns)

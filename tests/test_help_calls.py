@@ -46,6 +46,7 @@ HELP_SAID = [
     "Call my daughter.",
     "Call Mary.",
     "Help, I've fallen.",
+    "I Fallen.",  # Whisper drops the 've of a slurred "I've fallen"
     "Um, help me. Help me!",
     "Nabu, help!",
 ]
