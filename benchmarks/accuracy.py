@@ -18,7 +18,7 @@ from whisper_normalizer.english import EnglishTextNormalizer
 from benchmarks.clips import SAMPLE_RATE, Clip
 from nabu_pipeline import engines
 from nabu_pipeline.config import STTConfig
-from processors.whisper_stt import vocabulary_prompt
+from processors.whisper_stt import decode, vocabulary_prompt
 
 _normalise = EnglishTextNormalizer()
 _DIGIT_GAP = re.compile(r"(?<=\d) (?=\d)")
@@ -53,26 +53,46 @@ class ModelResult:
     clips: list[ClipResult]
 
 
-def transcribe(model, samples: np.ndarray, config: STTConfig) -> str:
+def transcribe(model, samples: np.ndarray, config: STTConfig, prepare=None) -> str:
+    """What Nabu's STT would write for `samples` (int16), by its own decode; `prepare`
+    (float audio -> float audio) runs first, inside the timing."""
     audio = samples.astype(np.float32) / 32768.0
-    segments, _ = model.transcribe(
+    if prepare is not None:
+        audio = prepare(audio)
+    segments, _, _ = decode(
+        model,
         audio,
         language=config.language,
         beam_size=config.beam_size,
-        condition_on_previous_text=False,
-        without_timestamps=True,
-        temperature=0.0,
-        initial_prompt=vocabulary_prompt(config.vocabulary),
+        prompt=vocabulary_prompt(config.vocabulary),
     )
     return " ".join(s.text.strip() for s in segments).strip()
 
 
-def evaluate(stt: STTConfig, clips: list[Clip], progress=None) -> ModelResult:
+def spectral_filter():
+    """noisereduce's spectral gating (non-stationary, 80 %), the "plain spectral filter"
+    of issue 19; None where it is not installed (`pip install noisereduce`: it brings
+    scipy, which Nabu itself does not need)."""
+    try:
+        import noisereduce
+    except ImportError:
+        return None
+
+    def prepare(audio: np.ndarray) -> np.ndarray:
+        reduced = noisereduce.reduce_noise(
+            y=audio, sr=SAMPLE_RATE, stationary=False, prop_decrease=0.8
+        )
+        return reduced.astype(np.float32)
+
+    return prepare
+
+
+def evaluate(stt: STTConfig, clips: list[Clip], progress=None, prepare=None) -> ModelResult:
     model = engines.whisper(stt).model
     results = []
     for clip in clips:
         start = time.perf_counter()
-        hyp = transcribe(model, clip.samples, stt)
+        hyp = transcribe(model, clip.samples, stt, prepare)
         elapsed = time.perf_counter() - start
         ref_n, hyp_n = normalise(clip.transcript), normalise(hyp)
         results.append(

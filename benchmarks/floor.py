@@ -93,7 +93,7 @@ def measure_floor(config: NabuConfig, clips: list[Clip], llm_url: str) -> list[S
         heard = clip.samples[: int((clip.speech_end_s + vad_stop_s) * SAMPLE_RATE)]
         samples = squeeze_pauses(heard.astype(np.float32) / 32768.0, SAMPLE_RATE)
         start = time.perf_counter()
-        segments, _ = decode(
+        segments, _, _ = decode(
             whisper,
             samples,
             language=config.stt.language,

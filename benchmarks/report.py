@@ -282,7 +282,9 @@ def _accuracy_markdown(r: dict, plots: list[Path]) -> str:
         f"{r['clips']} clips from `{r['manifest']}`. WER after Whisper's English normaliser "
         '(numbers, punctuation, case; digit runs joined, so "five five" = "5 5"), as a '
         "fraction of reference words; RTF = decoding time / "
-        f"audio time on {r['machine']['cpu_count']} CPUs, decoding as Nabu does (beam 1). "
+        f"audio time on {r['machine']['cpu_count']} CPUs, decoding as Nabu does (its beam "
+        "size, its prompt; the configured model is also shown with the other beam size and "
+        "behind a spectral noise filter, where noisereduce is installed). "
         f"Degraded copy: {r['degraded']}. These are clear read recordings made worse: proxies "
         "for slurred speech, not measurements of it."
     )

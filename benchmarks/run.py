@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import platform
@@ -158,6 +159,21 @@ def _ratio(a, b):
     return round(a / b, 3) if a and b else None
 
 
+def decodings(config: NabuConfig) -> dict[str, tuple]:
+    """The configured model decoded otherwise (issue 19 item 2): (STT config, prepare)."""
+    from benchmarks.accuracy import spectral_filter
+
+    stt = config.stt
+    other_beam = 5 if stt.beam_size == 1 else 1
+    rows = {
+        f"{stt.model} beam {other_beam}": (stt.model_copy(update={"beam_size": other_beam}), None)
+    }
+    prepare = spectral_filter()
+    if prepare is not None:
+        rows[f"{stt.model} + spectral filter"] = (stt, prepare)
+    return rows
+
+
 def run_accuracy(args, config: NabuConfig) -> dict:
     from benchmarks.accuracy import evaluate, mean_over_seeds
     from benchmarks.degrade import NOISE_SEEDS, TARGET, VARIANTS, variant_sets
@@ -165,21 +181,21 @@ def run_accuracy(args, config: NabuConfig) -> dict:
     clips = load_manifest(args.manifest)
     variants = variant_sets(clips)
     models = [config.stt.model, *[m for m in ACCURACY_MODELS if m != config.stt.model]]
+    decoders = {
+        name: (config.stt.model_copy(update={"model": name}), None) for name in models
+    } | decodings(config)
     repeat = max(1, args.repeat)
-    total = (1 + NOISE_SEEDS * len(VARIANTS)) * len(clips) * len(models) * repeat
+    total = (1 + NOISE_SEEDS * len(VARIANTS)) * len(clips) * len(decoders) * repeat
     progress = tqdm(total=total, desc="accuracy")
     per_model = {}
     try:
-        for name in models:
-            stt = config.stt.model_copy(update={"model": name})
-            best = min((evaluate(stt, clips, progress) for _ in range(repeat)), key=lambda r: r.rtf)
+        for name, (stt, prepare) in decoders.items():
+            run = functools.partial(evaluate, stt, progress=progress, prepare=prepare)
+            best = min((run(clips) for _ in range(repeat)), key=lambda r: r.rtf)
             rows, first_target = {}, None
             for variant, sets in variants.items():
                 # Per seed, the fastest of the repeats (WER does not change between them).
-                runs = [
-                    min((evaluate(stt, d, progress) for _ in range(repeat)), key=lambda r: r.rtf)
-                    for d in sets
-                ]
+                runs = [min((run(d) for _ in range(repeat)), key=lambda r: r.rtf) for d in sets]
                 mean = mean_over_seeds(runs)
                 rows[variant] = {
                     **mean,

@@ -119,7 +119,13 @@ class GuardConfig(_Frozen):
     """Longer doubtful transcripts are not read back (too long to follow); he is asked to
     repeat instead."""
     confirm_timeout_s: float = Field(default=30.0, gt=0)
-    """A yes or no later than this after the question no longer answers it."""
+    """A yes or no (or the word asked about) later than this no longer answers the question."""
+    word_probability_min: float = Field(default=0.35, ge=0, le=1)
+    """A word Whisper scores below this is doubtful. When one word (or two together) of a
+    sentence heard otherwise is doubtful, Nabu asks about that part: "Turn on the kitchen
+    what?", and puts his answer in its place. 0 turns this off."""
+    ask_part_min_words: int = Field(default=4, ge=3)
+    """Shorter sentences are read back or said again whole rather than asked about in part."""
     yes_phrases: tuple[str, ...] = (
         "yes",
         "yeah",

@@ -35,9 +35,9 @@ class LoadedWhisper:
 
 
 def _load_whisper_model(path: str, device: Device, cpu_threads: int):
-    from nabu_pipeline.whisper_model import LanguageScoringWhisperModel
+    from nabu_pipeline.whisper_model import ScoringWhisperModel
 
-    return LanguageScoringWhisperModel(
+    return ScoringWhisperModel(
         path, device=device.device, compute_type=device.compute_type, cpu_threads=cpu_threads
     )
 

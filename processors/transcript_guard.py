@@ -22,6 +22,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from nabu_pipeline.config import GuardConfig
 from processors.confirmation import SAY_AGAIN, Confirmation
 from processors.consumed_transcript import consumed
+from processors.partial_repair import PartialRepair, doubtful_part
 from processors.phrases import PhraseMatcher
 from processors.text_normalise import normalise
 from processors.whisper_stt import PROMPT_HEADER, TranscriptEvidence
@@ -79,6 +80,9 @@ class Verdict:
     read_back: bool = False
     """Doubtful but nearly sure, heard as his language and short enough to follow:
     "Did you say ...?" rather than a request to repeat."""
+    part: tuple[int, int] | None = None
+    """Doubtful in one part only (words start:end of the evidence's words): Nabu asks
+    about that part ("Turn on the kitchen what?")."""
 
     def __str__(self) -> str:
         return f"{self.action}: {self.reason}" if self.reason else self.action
@@ -127,6 +131,11 @@ def judge(
         # Whisper doubts it is even his language: sound it could not make out. Reading
         # fluent nonsense back helps no one.
         return Verdict("doubtful", f"language probability {evidence.language_prob:.2f}")
+    part = _doubtful_part(text, evidence, config)
+    if part is not None:
+        start, end = part
+        missed = " ".join(w for w, _ in evidence.words[start:end])
+        return Verdict("doubtful", f"one part doubtful: {missed!r}", part=part)
     if unsure:
         nearly_sure = evidence.avg_logprob >= config.confirm_logprob_min
         short = 2 <= len(norm.split()) <= config.confirm_max_words
@@ -136,6 +145,15 @@ def judge(
             read_back=nearly_sure and short,
         )
     return OK
+
+
+def _doubtful_part(
+    text: str, evidence: TranscriptEvidence, config: GuardConfig
+) -> tuple[int, int] | None:
+    words = evidence.words
+    if normalise(" ".join(w for w, _ in words)) != normalise(text):
+        return None  # phantom words were taken off: the words no longer line up
+    return doubtful_part(words, config.word_probability_min, config.ask_part_min_words)
 
 
 class TranscriptGuard(FrameProcessor):
@@ -153,6 +171,7 @@ class TranscriptGuard(FrameProcessor):
         self._vocabulary = vocabulary
         self._matcher = matcher
         self._confirmation = Confirmation(matcher, config.confirm_timeout_s)
+        self._repair = PartialRepair(matcher, config.confirm_timeout_s)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
@@ -174,6 +193,12 @@ class TranscriptGuard(FrameProcessor):
             await self.push_frame(consumed(frame), direction)
             await self.push_frame(TTSSpeakFrame(SAY_AGAIN, append_to_context=False))
             return
+        # A cough Whisper wrote as "you" leaves the question open for his real answer.
+        whole = None if is_phantom(frame.text, self._config) else self._repair.answer(frame.text)
+        if whole is not None:
+            logger.info(f"{self}: [{frame.text}] answers the part missed: [{whole}]")
+            await self.push_frame(replace(frame, text=whole, result=None), direction)
+            return
         text = strip_phantom_sentences(frame.text, self._config)
         verdict = judge(text, frame.result, self._config, self._vocabulary, self._matcher)
         if verdict.action == "ok":
@@ -183,7 +208,12 @@ class TranscriptGuard(FrameProcessor):
             await self.push_frame(frame, direction)
             return
         await self.push_frame(consumed(frame), direction)
-        if verdict.action == "doubtful":
+        if verdict.action == "doubtful" and verdict.part is not None:
+            words = [w for w, _ in frame.result.words]
+            question = self._repair.offer(words, *verdict.part)
+            logger.info(f"{self}: [{frame.text}] ({verdict.reason}): asking [{question}]")
+            await self.push_frame(TTSSpeakFrame(question, append_to_context=False))
+        elif verdict.action == "doubtful":
             question = self._confirmation.offer(text) if verdict.read_back else ASK_TO_REPEAT
             logger.info(
                 f"{self}: doubtful transcript [{frame.text}] ({verdict.reason}): "

@@ -98,11 +98,15 @@ class TranscriptEvidence:
     language_prob: float | None = None
     """Whisper's probability that the audio is in the configured language (None: can't tell,
     e.g. an English-only model). Unintelligible sound scores low even when decoded fluently."""
+    words: tuple[tuple[str, float], ...] = ()
+    """Each word of the transcript (punctuation attached) with Whisper's probability of it:
+    one word masked by noise scores low in a sentence otherwise heard (issue 19, partial
+    repair). Empty where unknown (the OpenAI fallback)."""
 
 
 def decode(model, samples: np.ndarray, *, language, beam_size: int, prompt: str | None):
-    """One Whisper decode as Nabu does it: (segments, language scores). Blocking; the STT
-    runs it in a thread, and `nabu bench` times it alone for the floor."""
+    """One Whisper decode as Nabu does it: (segments, language scores, word probabilities).
+    Blocking; the STT runs it in a thread, and `nabu bench` times it alone for the floor."""
     segments, _ = model.transcribe(
         samples,
         language=str(language) if language else None,
@@ -117,7 +121,8 @@ def decode(model, samples: np.ndarray, *, language, beam_size: int, prompt: str 
     segments = list(segments)
     # Thread-local: read it in the thread that decoded.
     scores = getattr(model, "language_probabilities", lambda: None)()
-    return segments, scores
+    words = getattr(model, "word_probabilities", lambda _: ())(segments)
+    return segments, scores, words
 
 
 def _floats(pcm: bytes) -> np.ndarray:
@@ -272,7 +277,7 @@ class NabuWhisperSTTService(WhisperSTTService):
 
         start = time.perf_counter()
         try:
-            segments, language_scores = await asyncio.to_thread(transcribe)
+            segments, language_scores, words = await asyncio.to_thread(transcribe)
         except Exception as e:
             await self.stop_processing_metrics()
             logger.error(f"{self}: Whisper failed: {type(e).__name__}: {e}")
@@ -299,6 +304,7 @@ class NabuWhisperSTTService(WhisperSTTService):
                     if language_scores and language
                     else None
                 ),
+                words=words,
             )
         else:
             evidence = None
@@ -316,6 +322,9 @@ class NabuWhisperSTTService(WhisperSTTService):
                 else ""
             )
         )
+        doubtful = [f"{w} {p:.2f}" for w, p in (evidence.words if evidence else ()) if p < 0.5]
+        if doubtful:
+            logger.debug(f"{self}: words Whisper doubts: {', '.join(doubtful)}")
         if text and self._utterance is not None:
             self._utterance.transcribed(text)
         if text:

@@ -67,6 +67,26 @@ def test_base_scores_whether_it_heard_english_at_no_extra_encoder_pass():
     assert min(clear) > 0.9 and max(reversed_) < 0.5, scores
 
 
+@pytest.mark.parametrize("model_name", ["base", "tiny.en"])
+def test_each_decoded_word_has_its_probability_without_a_second_window(model_name):
+    """The words line up with the transcript, punctuation attached, and a clear recording
+    is mostly sure; faster-whisper's own word_timestamps would decode the trailing silence
+    again and add invented words ("you") that the transcript does not have."""
+    from nabu_pipeline import engines
+    from nabu_pipeline.config import STTConfig
+    from processors.text_normalise import normalise
+    from processors.whisper_stt import decode
+
+    model = engines.whisper(STTConfig(model=model_name)).model
+    samples = read_pcm16(CLIPS / "jfk.wav").astype(np.float32) / 32768
+    segments, _, words = decode(model, samples, language="en", beam_size=1, prompt=None)
+    text = " ".join(s.text.strip() for s in segments)
+    assert normalise(" ".join(w for w, _ in words)) == normalise(text), (words, text)
+    assert all(0 <= p <= 1 for _, p in words)
+    assert sum(p >= 0.5 for _, p in words) >= 0.8 * len(words), words
+    assert not any(w[:1] in ".,?!" for w, _ in words)  # attached to the word before
+
+
 def test_unknown_model_is_a_clear_error_naming_the_fix(tmp_path):
     with pytest.raises(ModelError, match="does not download"):
         whisper_model_path("large-v3")
