@@ -127,7 +127,9 @@ LONG = (
 )
 
 
-async def test_help_spoken_over_nabus_own_reply_stops_it_and_alerts(synth, config_for, tmp_path):
+async def test_help_spoken_over_nabus_own_reply_stops_it_and_alerts(
+    synth, config_for, tmp_path, whisper_tiny
+):
     """Over the echo of Nabu's own long reply; then a plain "Yes." in case Nabu asks.
 
     Over the echo Whisper does worse: on the raw microphone "Help me! I've fallen." came
@@ -166,7 +168,11 @@ async def test_help_spoken_over_nabus_own_reply_stops_it_and_alerts(synth, confi
     )
     assert delay < ALERT_WITHIN_S
     assert result.burst_s[0] < 12, result.burst_s  # the long reply was cut off
-    assert any(ANSWER in r for r in replies), replies
+    # Heard in what Nabu played. (The turn records are not enough: with the machine very
+    # busy the answer was played in full, 4 s, but recorded as an empty reply, after a
+    # resumed reply that the call for help cut off.)
+    spoken = transcribe(whisper_tiny, tmp_path / "out.wav").lower()
+    assert "stay where you are" in spoken, (spoken, replies)
 
 
 async def test_every_channel_down_warren_hears_it_plainly(
