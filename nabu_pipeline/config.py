@@ -81,8 +81,10 @@ class STTConfig(_Frozen):
     """auto picks CUDA when ctranslate2 sees a GPU and its CUDA 12 libraries load."""
     compute_type: str = "auto"
     """auto: int8 on CPU, float16 (or float32 on old GPUs) on CUDA."""
-    beam_size: int = Field(default=1, ge=1, le=10)
-    """1 is greedy: the fastest, and as accurate on short commands."""
+    beam_size: int = Field(default=5, ge=1, le=10)
+    """5: with other voices in the room, greedy decoding (1) fell into loops (base, his
+    channel: 98.5 % WER against 21.3 % with two speakers at 10 dB); clean speech scores the
+    same. Beam 5 costs 0.13-0.14 s of voice-to-voice on the 2-core CPU; 1 is the fastest."""
     cpu_threads: int = Field(default=0, ge=0)
     """0 lets CTranslate2 choose."""
     language: str = "en"

@@ -1,10 +1,9 @@
 """faster-whisper STT that keeps the evidence the transcript guard needs.
 
-pipecat's WhisperSTTService filters only on `no_speech_prob`, decodes with
-beam 5 and emits bare text. Nabu's subclass uses a model loaded once per
-process, decodes greedily (beam 1 is ~2x faster on 2 cores for the same words
-on short commands), biases Whisper towards Warren's vocabulary, and attaches
-per-segment confidence to the TranscriptionFrame as `result`.
+pipecat's WhisperSTTService filters only on `no_speech_prob` and emits bare text.
+Nabu's subclass uses a model loaded once per process, decodes with the configured
+beam (stt.beam_size), biases Whisper towards Warren's words, and attaches per-segment
+and per-word confidence to the TranscriptionFrame as `result`.
 """
 
 from __future__ import annotations
@@ -146,7 +145,7 @@ class NabuWhisperSTTService(WhisperSTTService):
         *,
         model,
         model_name: str,
-        beam_size: int = 1,
+        beam_size: int = 5,
         language: str = "en",
         vocabulary: Iterable[str] = (),
         utterance: UtteranceState | None = None,
