@@ -61,6 +61,16 @@ def spoken_question(
     sf.write(str(out), np.concatenate([pad(lead_s), audio * 0.8, pad(tail_s)]), rate)
 
 
+def asks_no_part(tmp_path: Path) -> Path:
+    """A config under which Nabu never asks about one doubted word (`guard.word_probability_min`
+    0). These tests are about the app; espeak-ng's "front door locked" runs "door" into
+    "locked", Whisper doubts "door" (0.29-0.39 here, 0.35 is the line) and Nabu rightly asks
+    "Is the front what locked?" (tests/test_partial_repair.py tests that)."""
+    path = tmp_path / "asks-no-part.yaml"
+    path.write_text("guard:\n  word_probability_min: 0\n")
+    return path
+
+
 def screenshots_dir(tmp_path: Path) -> Path:
     path = Path(os.environ["NABU_SCREENSHOTS"]) if os.environ.get("NABU_SCREENSHOTS") else tmp_path
     path.mkdir(parents=True, exist_ok=True)
@@ -161,6 +171,7 @@ def test_phone_app_pairs_answers_and_survives_a_server_restart(tmp_path):
             "NABU_LLM_BASE_URL": llm.url,
             "NABU_DATA_DIR": str(tmp_path / "data"),
             "NABU_AUTH_TOKEN": MASTER,
+            "NABU_CONFIG": str(asks_no_part(tmp_path)),
         }
         with playwright.sync_playwright() as pw:
             browser = launch(pw, tmp_path / "profile", mic)
@@ -388,7 +399,11 @@ def test_hold_to_talk_hears_only_while_the_button_is_held(tmp_path):
     with (
         ScriptedLLMServer(Script(reply=FIRST_REPLY, ttft_s=0.2)) as llm,
         cli_process(
-            {"NABU_LLM_BASE_URL": llm.url, "NABU_DATA_DIR": str(tmp_path / "data")},
+            {
+                "NABU_LLM_BASE_URL": llm.url,
+                "NABU_DATA_DIR": str(tmp_path / "data"),
+                "NABU_CONFIG": str(asks_no_part(tmp_path)),
+            },
             tmp_path / "serve.log",
         ) as srv,
         playwright.sync_playwright() as pw,
