@@ -40,11 +40,13 @@ class ScoringWhisperModel(WhisperModel):
     def encode(self, features):
         output = super().encode(features)
         self._last.encoded = output
+        self._last.windows = getattr(self._last, "windows", 0) + 1
         return output
 
     def generate_segments(self, features, tokenizer, options, log_progress, encoder_output=None):
         self._last.probabilities = None
         self._last.encoded = None
+        self._last.windows = 0
         self._last.frames = min(features.shape[-1] - 1, self.feature_extractor.nb_max_frames)
         if encoder_output is None and self.model.is_multilingual:
             # Exactly the first window generate_segments would encode (seek 0).
@@ -77,8 +79,8 @@ class ScoringWhisperModel(WhisperModel):
         the last encoder output is the whole of it."""
         encoded = getattr(self._last, "encoded", None)
         self._last.encoded = None
-        if encoded is None or not segments:
-            return ()
+        if encoded is None or not segments or getattr(self._last, "windows", 0) != 1:
+            return ()  # nothing decoded, or more than one 30 s window (the benches' long clips)
         tokenizer = self._last.tokenizer
         tokens = [t for s in segments for t in s.tokens if t < tokenizer.eot]
         if not tokens:

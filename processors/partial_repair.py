@@ -133,6 +133,8 @@ class PartialRepair:
         said = normalise(text).split()
         if not said or len(said) >= len(asked.words) - 1:
             return None  # he said it all again: his words stand as said
+        if text.strip().endswith("?") or len(said) > MAX_PART_WORDS + 3:
+            return None  # a question or a sentence of his own, not the word asked about
         match = self._matcher.match(text)
         if match is not None and match.command != Command.CORRECTION:
             return None  # "stop", "no", "help": a command, never a missing word

@@ -120,7 +120,11 @@ def decode(model, samples: np.ndarray, *, language, beam_size: int, prompt: str 
     segments = list(segments)
     # Thread-local: read it in the thread that decoded.
     scores = getattr(model, "language_probabilities", lambda: None)()
-    words = getattr(model, "word_probabilities", lambda _: ())(segments)
+    try:
+        words = getattr(model, "word_probabilities", lambda _: ())(segments)
+    except Exception as e:  # only the question about a missed word depends on them
+        logger.warning(f"Whisper word probabilities failed: {type(e).__name__}: {e}")
+        words = ()
     return segments, scores, words
 
 

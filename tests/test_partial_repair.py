@@ -102,6 +102,8 @@ def test_an_answer_is_only_an_answer_while_the_question_stands():
     repair.offer(words, 4, 5)
     assert repair.answer("Turn on the kitchen light please.") is None  # said whole again
     repair.offer(words, 4, 5)
+    assert repair.answer("What's the weather?") is None  # a question of his own
+    repair.offer(words, 4, 5)
     now[0] = 31.0
     assert repair.answer("Light.") is None  # too late
     repair.offer(words, 4, 5)
