@@ -18,6 +18,7 @@ import re
 import time
 from dataclasses import dataclass
 
+from processors.confirmation import PendingQuestion
 from processors.phrases import Command, PhraseMatcher
 from processors.text_normalise import normalise
 
@@ -104,7 +105,6 @@ class _Asked:
     words: list[str]
     start: int
     end: int
-    asked_at: float
 
 
 class PartialRepair:
@@ -112,23 +112,18 @@ class PartialRepair:
 
     def __init__(self, matcher: PhraseMatcher, timeout_s: float, clock=time.monotonic):
         self._matcher = matcher
-        self._timeout_s = timeout_s
-        self._clock = clock
-        self._asked: _Asked | None = None
+        self._asked: PendingQuestion[_Asked] = PendingQuestion(timeout_s, clock)
 
     def offer(self, words: list[str], start: int, end: int) -> str:
         """The question about words[start:end]; his answer is awaited from now."""
-        self._asked = _Asked(list(words), start, end, self._clock())
+        self._asked.ask(_Asked(list(words), start, end))
         return question(words, start, end)
-
-    def cancel(self) -> None:
-        self._asked = None
 
     def answer(self, text: str) -> str | None:
         """The whole sentence with `text` as the missed part, or None when `text` does not
         answer the question (too late, a command, or a sentence of its own)."""
-        asked, self._asked = self._asked, None
-        if asked is None or self._clock() - asked.asked_at > self._timeout_s:
+        asked = self._asked.take()
+        if asked is None:
             return None
         said = normalise(text).split()
         if not said or len(said) >= len(asked.words) - 1:
