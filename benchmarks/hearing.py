@@ -28,7 +28,7 @@ from benchmarks.accuracy import normalise, transcribe
 from benchmarks.clips import SAMPLE_RATE, Clip, load_manifest
 from benchmarks.designs import build_nabu, build_pipecat_default
 from benchmarks.latency import THREE_SENTENCES, TurnMeasure, run_conversation, summarise
-from benchmarks.suites import nospeech_suite, paused_suite
+from benchmarks.suites import PausedClip, nospeech_suite, pause_after_word, paused_suite
 from nabu_pipeline import engines
 from nabu_pipeline.config import NabuConfig
 from nabu_pipeline.home_assistant import Entity
@@ -192,11 +192,61 @@ def _parts_present(reference: str, cut_after_words: tuple[int, ...], text: str |
     )
 
 
+# Questions as Warren asks them, said slowly by Piper: whole (does a finished question wait
+# less?), and with a pause after words that can pass for a question of their own ("What
+# time? (1 s) is my doctor's appointment"): is he left to finish? (word count, pause)
+QUESTIONS: tuple[tuple[str, tuple[int, float] | None], ...] = (
+    ("What is the weather like today?", None),
+    ("Who wrote the book Moby Dick?", None),
+    ("How far away is the moon?", None),
+    ("When does the pharmacy open tomorrow?", None),
+    ("Is it going to rain this afternoon?", None),
+    ("What day is it today?", None),
+    ("What time is my doctor's appointment?", (2, 1.0)),
+    ("Who is the president of France?", (2, 0.8)),
+    ("What's the weather in Boston tomorrow?", (2, 1.2)),
+    ("How long do I boil an egg?", (2, 0.8)),
+    ("Can you tell me the score of the game?", (4, 1.0)),
+    ("Where did I put my glasses?", (3, 1.2)),
+)
+QUESTION_LENGTH_SCALE = 1.35
+"""Piper slowed, as in the vocabulary suite: an older man's pace."""
+
+
+def question_suite(config: NabuConfig) -> list[PausedClip]:
+    """QUESTIONS spoken by Piper, pauses inserted at Whisper's word boundaries."""
+    items = []
+    for n, (text, pause) in enumerate(QUESTIONS):
+        samples = _piper(text, config, QUESTION_LENGTH_SCALE)
+        if pause is not None:
+            samples = pause_after_word(samples, *pause)
+        clip = Clip.measured(Path(f"question_{n:02d}.wav"), text, samples)
+        items.append(
+            PausedClip(
+                clip=clip,
+                source=clip.name,
+                pauses_s=(pause[1],) if pause else (),
+                pause_after_words=(pause[0],) if pause else (),
+            )
+        )
+    return items
+
+
 def run_paused(args, config: NabuConfig) -> dict:
     clips = load_manifest(args.manifest)
-    items = paused_suite(clips)
+    groups = {"sentences": paused_suite(clips), "questions": question_suite(config)}
+    items = [i for group in groups.values() for i in group]
+    asked = {id(i) for i in groups["questions"]}
     designs = [
         ("nabu", build_nabu, config),
+        # Every reply waits the whole pause hold, questions too.
+        (
+            "nabu_whole_hold",
+            build_nabu,
+            config.with_changes(
+                turn={"complete_turn_probability": 0.0, "complete_question_probability": 0.0}
+            ),
+        ),
         # A turn that sounds finished (smart-turn >= 0.8 and words that end) waits only 0.6 s.
         (
             "nabu_complete_turn",
@@ -220,12 +270,14 @@ def run_paused(args, config: NabuConfig) -> dict:
                 )
                 rows = []
                 for item, m, (lo, hi) in zip(items, measures, _windows(measures), strict=True):
+                    group = "questions" if id(item) in asked else "sentences"
                     verdict = judge_paused(
                         item.clip.transcript, item.pause_after_words, m, _answered_request(s, m)
                     )
                     rows.append(
                         {
                             "clip": item.source,
+                            "group": group,
                             "pauses_s": list(item.pauses_s),
                             **verdict,
                             "early_replies": m.early_replies,
@@ -233,10 +285,23 @@ def run_paused(args, config: NabuConfig) -> dict:
                             "llm_requests": sum(lo <= r.at < hi for r in s.requests),
                         }
                     )
-                results["designs"][name] = summarise_paused(rows)
+                results["designs"][name] = {
+                    **summarise_paused(rows),
+                    "groups": {
+                        g: {
+                            k: v
+                            for k, v in summarise_paused(
+                                [r for r in rows if r["group"] == g]
+                            ).items()
+                            if k != "rows"
+                        }
+                        for g in groups
+                    },
+                }
     finally:
         progress.close()
     results["pauses"] = sum(len(i.pauses_s) for i in items)
+    results["groups"] = {g: len(group) for g, group in groups.items()}
     return results
 
 

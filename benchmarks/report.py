@@ -74,24 +74,33 @@ def summary_table(results: dict) -> str:
 
         return concurrent_summary(results)
     if suite == "paused":
-        rows = [
-            [
+
+        def row(name: str, d: dict, n: int) -> list:
+            return [
                 name,
-                f"{d['false_cutoffs']}/{results['items']}",
+                f"{d['false_cutoffs']}/{n}",
                 f"{d['false_cutoff_rate'] * 100:.0f} %",
                 d.get("misheard_parts", "–"),
                 d.get("unanswered", "–"),
                 _fmt(d["voice_to_voice_s"]["p50"]),
                 _fmt(d["voice_to_voice_s"]["p95"]),
             ]
-            for name, d in results["designs"].items()
-        ]
+
         columns = ["design", "false cut-offs", "rate", "misheard parts", "unanswered"]
-        lines = [
-            f"{results['items']} sentences, {results['pauses']} pauses of 0.5-1.2 s",
-            "",
-            *_table([*columns, "v2v p50 (s)", "v2v p95 (s)"], rows),
-        ]
+        columns += ["v2v p50 (s)", "v2v p95 (s)"]
+        groups = results.get("groups") or {}
+        lines = [f"{results['items']} items, {results['pauses']} pauses of 0.5-1.2 s", ""]
+        if groups:
+            lines[0] += " (" + ", ".join(f"{n} {g}" for g, n in groups.items()) + ")"
+            rows = [
+                row(f"{name}, {g}", d["groups"][g], n)
+                for name, d in results["designs"].items()
+                for g, n in groups.items()
+                if g in d.get("groups", {})
+            ]
+        else:
+            rows = [row(name, d, results["items"]) for name, d in results["designs"].items()]
+        lines += _table(columns, rows)
     elif suite == "nospeech":
         rows = [
             [
@@ -337,6 +346,12 @@ def _hearing_markdown(r: dict, plots: list[Path]) -> str:
             "doing, not turn-taking's); coverage is the share of all words. Speculative requests "
             "cancelled unheard are allowed. The recordings are clear read speech with silences "
             "inserted: a proxy for Warren's pauses."
+        )
+        out.append(
+            "\nThe questions are Piper's voice slowed to 1.35x, whole or with a pause after "
+            "words that can pass for a question of their own (\"What time? ... is my doctor's "
+            'appointment"): whole ones show what the shorter hold for a finished question '
+            "saves, paused ones whether he is still left to finish."
         )
         columns = ["clip", "pauses (s)", "cut off", "all parts heard", "coverage", "v2v"]
         for name, d in r["designs"].items():

@@ -451,13 +451,17 @@ def build_session(
                     engines.smart_turn(),
                     lambda: release_gate.complete_utterance(config.turn.complete_turn_hold_s),
                     min_probability=config.turn.complete_turn_probability,
+                    question_probability=config.turn.complete_question_probability,
                     utterance=utterance,
                     sample_rate_hz=config.audio.in_sample_rate_hz,
                 )
             }
             if utterance is not None
             and config.turn.strategy == "patient"
-            and config.turn.complete_turn_probability > 0
+            and (
+                config.turn.complete_turn_probability > 0
+                or config.turn.complete_question_probability > 0
+            )
             else {}
         ),
         "user": user_aggregator,

@@ -7,13 +7,21 @@ he has finished, both required:
 
 - how he said it: pipecat's smart-turn v3 on the last 8 s of his audio at the
   moment VAD stops (prosody: a falling, final intonation against a held, unfinished
-  one). It runs beside Whisper, ~35 ms on one core, and is ready long before the
-  transcript;
+  one), ~35 ms on one core;
 - what he said: the transcript does not end on a word that needs more ("turn on
   the", "and", "my") or on a comma.
 
-With both, the gate releases the reply `turn.complete_turn_hold_s` after his speech
-(SpeechReleaseGate.complete_utterance) instead of the full hold. Without either, the
+Two rules, each with its own smart-turn threshold (0 turns a rule off):
+- any turn (`turn.complete_turn_probability`, off by default: on the paused suite
+  "Go forward. (0.8 s) Ten meters." sounds finished and was answered into his pause);
+- a question (`turn.complete_question_probability`): Whisper wrote a question mark,
+  which it does from the wording and the rising or final intonation of a whole
+  question. A question is what Warren most often asks and least often goes on from.
+  For this rule smart-turn runs only once such a transcript is in, so it never
+  shares the cores with Whisper's decode.
+
+With a rule met, the gate releases the reply `turn.complete_turn_hold_s` after his
+speech (SpeechReleaseGate.complete_utterance) instead of the full hold; otherwise the
 full hold stands: a doubtful turn waits, as before. If he goes on anyway, pipecat's
 barge-in stops the reply as it stops any other (the paused suite measures how often).
 Not judged while speech of his is still with Whisper (the transcript is not the last).
@@ -51,6 +59,11 @@ UNFINISHED_LAST_WORDS = frozenset(
 _WORD = re.compile(r"[a-z']+")
 
 
+def is_question(text: str) -> bool:
+    """Whisper wrote the words as a whole question that ends where a sentence can."""
+    return text.strip().endswith("?") and sounds_finished(text)
+
+
 def sounds_finished(text: str) -> bool:
     """The words end where a sentence can end (no comma, no dangling article or joiner)."""
     text = text.strip().lower()
@@ -70,6 +83,7 @@ class TurnCompletion(FrameProcessor):
         on_complete: Callable[[], Awaitable[None]],
         *,
         min_probability: float,
+        question_probability: float = 0.0,
         utterance: UtteranceState | None = None,
         sample_rate_hz: int = 16000,
         **kwargs,
@@ -78,11 +92,14 @@ class TurnCompletion(FrameProcessor):
         self._predict = predict
         self._on_complete = on_complete
         self._min_probability = min_probability
+        self._question_probability = question_probability
         self._utterance = utterance
         self._rate = sample_rate_hz
         self._audio: collections.deque[bytes] = collections.deque()
         self._audio_bytes = 0
         self._probability: asyncio.Task | None = None
+        self._at_stop: np.ndarray | None = None
+        """His audio up to VAD's stop, what smart-turn judges (later, for a question)."""
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
@@ -90,11 +107,12 @@ class TurnCompletion(FrameProcessor):
             self._keep(frame)
         elif isinstance(frame, VADUserStartedSpeakingFrame):
             self._probability = None  # this stretch's end is not known yet
+            self._at_stop = None
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
             audio = b"".join(self._audio)
-            samples = np.frombuffer(audio, dtype=np.int16).astype(np.float32) / 32768.0
-            self._probability = self.create_task(
-                asyncio.to_thread(self._predict, samples), name=f"{self}::smart_turn"
+            self._at_stop = np.frombuffer(audio, dtype=np.int16).astype(np.float32) / 32768.0
+            self._probability = (
+                self._smart_turn(self._at_stop) if self._min_probability > 0 else None
             )
         await self.push_frame(frame, direction)
         if isinstance(frame, TranscriptionFrame) and direction == FrameDirection.DOWNSTREAM:
@@ -104,6 +122,11 @@ class TurnCompletion(FrameProcessor):
         if self._probability is not None and not self._probability.done():
             await self.cancel_task(self._probability)
         await super().cleanup()
+
+    def _smart_turn(self, samples: np.ndarray) -> asyncio.Task:
+        return self.create_task(
+            asyncio.to_thread(self._predict, samples), name=f"{self}::smart_turn"
+        )
 
     def _keep(self, frame: InputAudioRawFrame) -> None:
         if frame.sample_rate != self._rate or frame.num_channels != 1:
@@ -115,8 +138,14 @@ class TurnCompletion(FrameProcessor):
             self._audio_bytes -= len(self._audio.popleft())
 
     async def _judge(self, text: str) -> None:
+        if self._at_stop is None or (self._utterance is not None and self._utterance.awaiting > 0):
+            return
+        finished = sounds_finished(text)
+        question = self._question_probability > 0 and is_question(text)
+        if self._probability is None and question:
+            self._probability = self._smart_turn(self._at_stop)
         task = self._probability
-        if task is None or (self._utterance is not None and self._utterance.awaiting > 0):
+        if task is None:
             return
         try:
             probability = await task
@@ -124,10 +153,13 @@ class TurnCompletion(FrameProcessor):
             logger.warning(f"{self}: smart-turn failed ({type(e).__name__}: {e})")
             self._probability = None
             return
-        finished = sounds_finished(text)
-        complete = probability >= self._min_probability and finished
+        complete = finished and (
+            (self._min_probability > 0 and probability >= self._min_probability)
+            or (question and probability >= self._question_probability)
+        )
         logger.debug(
-            f"{self}: smart-turn {probability:.2f}, words {'end' if finished else 'go on'}: "
+            f"{self}: smart-turn {probability:.2f}, words "
+            f"{'a question' if question else 'end' if finished else 'go on'}: "
             f"{'complete' if complete else 'full hold'}"
         )
         if complete:

@@ -2,8 +2,9 @@
 
 The stage on its own with pipecat's test runner, pipecat's real smart-turn v3 model
 and real read speech (benchmarks/clips): the whole sentence, and the same recording
-stopped mid-sentence. Whether the shorter hold cuts Warren off is measured by the
-paused suite (`nabu bench --suite paused`, "nabu" against "nabu_full_hold").
+stopped mid-sentence, and Piper's questions. Whether the shorter hold cuts Warren off is
+measured by the paused suite (`nabu bench --suite paused`, "nabu" against
+"nabu_whole_hold").
 """
 
 from __future__ import annotations
@@ -62,14 +63,25 @@ def speech(stop_s: float | None = None) -> list[InputAudioRawFrame]:
     ]
 
 
-async def completions(frames, text: str, utterance: UtteranceState | None = None) -> int:
+async def completions(
+    frames,
+    text: str,
+    utterance: UtteranceState | None = None,
+    *,
+    min_probability: float = 0.8,
+    question_probability: float = 0.0,
+) -> int:
     calls = []
 
     async def on_complete():
         calls.append(text)
 
     stage = TurnCompletion(
-        engines.smart_turn(), on_complete, min_probability=0.8, utterance=utterance
+        engines.smart_turn(),
+        on_complete,
+        min_probability=min_probability,
+        question_probability=question_probability,
+        utterance=utterance,
     )
     await run_test(
         stage,
@@ -105,6 +117,46 @@ async def test_not_judged_while_more_of_his_speech_is_with_whisper():
     utterance = UtteranceState(awaiting=1)
     text = "And Mister John Dashwood had then leisure to consider how much to do for them."
     assert await completions(speech(), text, utterance) == 0
+
+
+def piper_question(text: str, stop_after_words: int | None = None) -> list[InputAudioRawFrame]:
+    """`text` in Piper's voice slowed as an older man speaks (the paused suite's questions),
+    up to `stop_after_words` words if given, then VAD's 0.2 s of silence."""
+    from benchmarks.hearing import QUESTION_LENGTH_SCALE, _piper
+    from benchmarks.suites import word_spans
+    from nabu_pipeline.config import load_config
+
+    audio = _piper(text, load_config(None), QUESTION_LENGTH_SCALE)
+    if stop_after_words is not None:
+        spans = word_spans(audio)
+        audio = audio[: int((spans[stop_after_words - 1][2] + 0.05) * RATE)]
+    audio = np.concatenate([audio, np.zeros(int(0.2 * RATE), dtype=np.int16)])
+    step = int(0.02 * RATE)
+    return [
+        InputAudioRawFrame(audio[i : i + step].tobytes(), RATE, 1)
+        for i in range(0, len(audio), step)
+    ]
+
+
+QUESTION_ONLY = {"min_probability": 0.0, "question_probability": 0.5}
+
+
+async def test_a_whole_question_is_released_early():
+    frames = piper_question("What is the weather like today?")
+    assert await completions(frames, "What is the weather like today?", **QUESTION_ONLY) == 1
+
+
+async def test_with_only_the_question_rule_a_finished_statement_waits_the_whole_hold():
+    text = (
+        "And Mister John Dashwood had then leisure to consider how much there might be "
+        "prudently in his power to do for them."
+    )
+    assert await completions(speech(), text, **QUESTION_ONLY) == 0
+
+
+async def test_a_question_that_ends_on_a_word_that_needs_more_waits():
+    frames = piper_question("What is the weather like today?")
+    assert await completions(frames, "What is the weather like in?", **QUESTION_ONLY) == 0
 
 
 @pytest.mark.slow
