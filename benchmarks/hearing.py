@@ -247,7 +247,7 @@ def run_paused(args, config: NabuConfig) -> dict:
                 turn={"complete_turn_probability": 0.0, "complete_question_probability": 0.0}
             ),
         ),
-        # A turn that sounds finished (smart-turn >= 0.8 and words that end) waits only 0.6 s.
+        # Any turn that sounds finished (smart-turn >= 0.8 and words that end) waits 0.6 s.
         (
             "nabu_complete_turn",
             build_nabu,

@@ -19,6 +19,14 @@ with one core busy cut 6 of 8 sentences so).
 
 The gate holds only a reply that has not started: while Nabu is already
 speaking, its own voice echoing back through the phone must not pause it.
+
+A reply released early (a whole command, a finished question: `complete_utterance`)
+leaves his utterance open until Nabu is actually heard or the whole hold has
+passed, whichever comes first. If he goes on before the reply's first sound
+("What time? (1 s) ...is my doctor's appointment"), the reply is interrupted
+unheard, as within the hold, and his words join the same sentence: an early
+release then costs nothing. Only a reply already playing when he goes on has
+cut him off.
 """
 
 from __future__ import annotations
@@ -63,6 +71,8 @@ class SpeechReleaseGate(FrameProcessor):
         self._speech_end: float | None = None
         self._held: list[tuple[Frame, FrameDirection]] = []
         self._timer: asyncio.Task | None = None
+        self._expiry: asyncio.Task | None = None
+        """After an early release: ends his utterance when the whole hold has passed."""
         self._lock = asyncio.Lock()
 
     @property
@@ -75,6 +85,7 @@ class SpeechReleaseGate(FrameProcessor):
         if isinstance(frame, VADUserStartedSpeakingFrame):
             self._user_speaking = True
             await self._cancel_timer()
+            self._cancel_expiry()  # he went on before Nabu was heard: the utterance is open
             if not self._bot_speaking:
                 self._holding = True
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
@@ -84,6 +95,9 @@ class SpeechReleaseGate(FrameProcessor):
                 self._schedule_release()
         elif isinstance(frame, BotStartedSpeakingFrame):
             self._bot_speaking = True
+            if self._expiry is not None:  # the early reply is heard: his utterance is over
+                self._cancel_expiry()
+                self._expire_utterance()
         elif isinstance(frame, BotStoppedSpeakingFrame):
             self._bot_speaking = False
         elif isinstance(frame, InterruptionFrame):
@@ -98,6 +112,7 @@ class SpeechReleaseGate(FrameProcessor):
             await self._release("end of session")
         elif isinstance(frame, CancelFrame):
             await self._cancel_timer()
+            self._cancel_expiry()
             self._held.clear()
 
         if (
@@ -134,9 +149,11 @@ class SpeechReleaseGate(FrameProcessor):
         assert self._speech_end is not None
         hold_s = self._hold_s if hold_s is None else min(hold_s, self._hold_s)
         delay = max(0.0, self._speech_end + hold_s - time.monotonic())
-        self._timer = self.create_task(self._release_after(delay), name=f"{self}::release")
+        self._timer = self.create_task(
+            self._release_after(delay, early=hold_s < self._hold_s), name=f"{self}::release"
+        )
 
-    async def _release_after(self, delay: float) -> None:
+    async def _release_after(self, delay: float, early: bool = False) -> None:
         await asyncio.sleep(delay)
         waited = 0.0
         while (
@@ -150,9 +167,34 @@ class SpeechReleaseGate(FrameProcessor):
             logger.debug(f"{self}: waited {waited:.2f}s more for speech still with Whisper")
         self._timer = None
         if not self._user_speaking:
-            if self._utterance is not None:
-                self._utterance.pause_expired = True
-            await self._release(f"{self._hold_s:.2f}s of silence")
+            if not early:
+                self._expire_utterance()
+            elif self._utterance is not None and self._speech_end is not None:
+                self._cancel_expiry()
+                left = max(0.0, self._speech_end + self._hold_s - time.monotonic())
+                self._expiry = self.create_task(
+                    self._expire_after(left), name=f"{self}::utterance_expiry"
+                )
+            await self._release(
+                "a complete utterance" if early else f"{self._hold_s:.2f}s of silence"
+            )
+
+    def _expire_utterance(self) -> None:
+        """His utterance is over: what he says next starts a new one."""
+        if self._utterance is not None and not self._utterance.speaking:
+            self._utterance.pause_expired = True
+
+    async def _expire_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._expiry = None
+        self._expire_utterance()
+
+    def _cancel_expiry(self) -> None:
+        """Synchronous (see complete_utterance): the task only sleeps, then sets a flag."""
+        if self._expiry is not None:
+            expiry, self._expiry = self._expiry, None
+            if expiry is not asyncio.current_task():
+                expiry.cancel()
 
     async def _release(self, why: str) -> None:
         async with self._lock:
@@ -171,4 +213,5 @@ class SpeechReleaseGate(FrameProcessor):
 
     async def cleanup(self):
         await self._cancel_timer()
+        self._cancel_expiry()
         await super().cleanup()

@@ -13,15 +13,20 @@ import numpy as np
 import pytest
 import soundfile as sf
 from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
     InputAudioRawFrame,
     TranscriptionFrame,
+    TTSAudioRawFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
-from pipecat.tests.utils import run_test
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.tests.utils import SleepFrame, run_test
 
 from benchmarks.clips import CLIPS_DIR
 from nabu_pipeline import engines
+from processors.speech_release_gate import SpeechReleaseGate
 from processors.turn_completion import TurnCompletion, sounds_finished
 from processors.utterance_state import UtteranceState
 
@@ -184,3 +189,59 @@ async def test_a_turn_completed_as_the_interruption_lands_is_still_answered():
         (t.clip, t.heard_transcripts) for t in turns
     ]
     assert "spades" not in " ".join(turns[2].heard_transcripts).lower()
+
+
+class _CompleteOnWords(FrameProcessor):
+    """Before the gate: a transcript means a complete utterance (as TurnCompletion says)."""
+
+    def __init__(self, gate, hold_s: float):
+        super().__init__()
+        self._gate, self._hold_s = gate, hold_s
+
+    async def process_frame(self, frame, direction):
+        await super().process_frame(frame, direction)
+        await self.push_frame(frame, direction)
+        if isinstance(frame, TranscriptionFrame):
+            await self._gate.complete_utterance(self._hold_s)
+
+
+async def utterance_after_early_release(*after) -> UtteranceState:
+    """The gate (whole hold 1.0 s) releases a reply 0.1 s after his speech, then `after`."""
+    utterance = UtteranceState(pause_expired=False)
+    gate = SpeechReleaseGate(1.0, utterance)
+    frames = [
+        VADUserStartedSpeakingFrame(),
+        VADUserStoppedSpeakingFrame(stop_secs=0.0),
+        TranscriptionFrame("What time?", "warren", "2026-12-02T00:00:00Z"),
+        TTSAudioRawFrame(b"\0\0" * 160, 16000, 1),
+        SleepFrame(sleep=0.4),  # released at 0.1 s
+        *after,
+    ]
+    down, _ = await run_test(
+        Pipeline([_CompleteOnWords(gate, 0.1), gate]),
+        frames_to_send=frames,
+        expected_down_frames=None,
+    )
+    assert any(isinstance(f, TTSAudioRawFrame) for f in down)  # released before the hold
+    return utterance
+
+
+async def test_going_on_before_an_early_reply_is_heard_keeps_his_sentence_open():
+    """ "What time? (1 s) ...is my doctor's appointment": released early, the reply had not
+    yet sounded when he went on; his words must join the same sentence, as within the hold."""
+    utterance = await utterance_after_early_release(
+        VADUserStartedSpeakingFrame(), SleepFrame(sleep=1.0)
+    )
+    assert not utterance.pause_expired
+
+
+async def test_an_early_reply_heard_ends_his_sentence():
+    utterance = await utterance_after_early_release(BotStartedSpeakingFrame())
+    assert utterance.pause_expired
+
+
+async def test_an_early_reply_never_heard_ends_his_sentence_after_the_whole_hold():
+    utterance = await utterance_after_early_release(SleepFrame(sleep=0.2))
+    assert not utterance.pause_expired  # 0.6 s after his speech: within the whole hold
+    utterance = await utterance_after_early_release(SleepFrame(sleep=1.0))
+    assert utterance.pause_expired
