@@ -287,22 +287,20 @@ def run_paused(args, config: NabuConfig) -> dict:
                     )
                 results["designs"][name] = {
                     **summarise_paused(rows),
-                    "groups": {
-                        g: {
-                            k: v
-                            for k, v in summarise_paused(
-                                [r for r in rows if r["group"] == g]
-                            ).items()
-                            if k != "rows"
-                        }
-                        for g in groups
-                    },
+                    "groups": {g: _group_figures(rows, g) for g in groups},
                 }
     finally:
         progress.close()
     results["pauses"] = sum(len(i.pauses_s) for i in items)
     results["groups"] = {g: len(group) for g, group in groups.items()}
     return results
+
+
+def _group_figures(rows: list[dict], group: str) -> dict:
+    """A design's figures on one group of items (sentences or questions), without its rows."""
+    figures = summarise_paused([r for r in rows if r["group"] == group])
+    figures.pop("rows")
+    return figures
 
 
 def summarise_paused(rows: list[dict]) -> dict:

@@ -96,6 +96,36 @@ def test_a_design_summary_counts_cuts_misses_and_silence_apart():
     assert summary["misheard_parts"] == 1 and summary["unanswered"] == 1
 
 
+def test_the_paused_report_counts_sentences_and_questions_apart():
+    from benchmarks.hearing import _group_figures
+    from benchmarks.report import summary_table
+
+    def row(group: str, cut: bool) -> dict:
+        heard = request("the birch canoe slid on the", at=FED_AT + 2.5) if cut else None
+        heard = heard or request(SENTENCE, at=LAST_WORDS_AT + 0.1)
+        verdict = judge_paused(SENTENCE, PAUSES_AFTER, measure(), heard)
+        return {**verdict, "group": group, "voice_to_voice_s": 1.5}
+
+    rows = [row("sentences", True), row("sentences", False), row("questions", False)]
+    groups = {"sentences": 2, "questions": 1}
+    results = {
+        "suite": "paused",
+        "items": 3,
+        "pauses": 6,
+        "groups": groups,
+        "designs": {
+            "nabu": {
+                **summarise_paused(rows),
+                "groups": {g: _group_figures(rows, g) for g in groups},
+            }
+        },
+    }
+    table = summary_table(results)
+    assert "| nabu, sentences | 1/2 | 50 % |" in table, table
+    assert "| nabu, questions | 0/1 | 0 % |" in table, table
+    assert "(2 sentences, 1 questions)" in table
+
+
 def result(wer: float, rtf: float = 0.1) -> ModelResult:
     return ModelResult("base", wer, rtf, [])
 
