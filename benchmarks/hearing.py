@@ -239,12 +239,13 @@ def run_paused(args, config: NabuConfig) -> dict:
     asked = {id(i) for i in groups["questions"]}
     designs = [
         ("nabu", build_nabu, config),
-        # Every reply waits the whole pause hold, questions too.
+        # A whole question (Whisper's "?", smart-turn >= 0.5) waits only 0.6 s. (The reports
+        # of 2026-12-02 ran with this on by default, as "nabu", against "nabu_whole_hold".)
         (
-            "nabu_whole_hold",
+            "nabu_question_hold",
             build_nabu,
             config.with_changes(
-                turn={"complete_turn_probability": 0.0, "complete_question_probability": 0.0}
+                turn={"complete_question_probability": 0.5, "complete_turn_hold_s": 0.6}
             ),
         ),
         # Any turn that sounds finished (smart-turn >= 0.8 and words that end) waits 0.6 s.

@@ -3,8 +3,8 @@
 The stage on its own with pipecat's test runner, pipecat's real smart-turn v3 model
 and real read speech (benchmarks/clips): the whole sentence, and the same recording
 stopped mid-sentence, and Piper's questions. Whether the shorter hold cuts Warren off is
-measured by the paused suite (`nabu bench --suite paused`, "nabu" against
-"nabu_whole_hold").
+measured by the paused suite (`nabu bench --suite paused`: "nabu", the whole hold, against
+"nabu_question_hold" and "nabu_complete_turn").
 """
 
 from __future__ import annotations
