@@ -205,10 +205,13 @@ class _CompleteOnWords(FrameProcessor):
             await self._gate.complete_utterance(self._hold_s)
 
 
+WHOLE_HOLD_S = 3.0  # long, so a busy machine's late timers cannot blur "within" and "after"
+
+
 async def utterance_after_early_release(*after) -> UtteranceState:
-    """The gate (whole hold 1.0 s) releases a reply 0.1 s after his speech, then `after`."""
+    """The gate releases a reply 0.1 s after his speech instead of WHOLE_HOLD_S, then `after`."""
     utterance = UtteranceState(pause_expired=False)
-    gate = SpeechReleaseGate(1.0, utterance)
+    gate = SpeechReleaseGate(WHOLE_HOLD_S, utterance)
     frames = [
         VADUserStartedSpeakingFrame(),
         VADUserStoppedSpeakingFrame(stop_secs=0.0),
@@ -230,7 +233,7 @@ async def test_going_on_before_an_early_reply_is_heard_keeps_his_sentence_open()
     """ "What time? (1 s) ...is my doctor's appointment": released early, the reply had not
     yet sounded when he went on; his words must join the same sentence, as within the hold."""
     utterance = await utterance_after_early_release(
-        VADUserStartedSpeakingFrame(), SleepFrame(sleep=1.0)
+        VADUserStartedSpeakingFrame(), SleepFrame(sleep=WHOLE_HOLD_S)
     )
     assert not utterance.pause_expired
 
@@ -243,5 +246,5 @@ async def test_an_early_reply_heard_ends_his_sentence():
 async def test_an_early_reply_never_heard_ends_his_sentence_after_the_whole_hold():
     utterance = await utterance_after_early_release(SleepFrame(sleep=0.2))
     assert not utterance.pause_expired  # 0.6 s after his speech: within the whole hold
-    utterance = await utterance_after_early_release(SleepFrame(sleep=1.0))
+    utterance = await utterance_after_early_release(SleepFrame(sleep=WHOLE_HOLD_S))
     assert utterance.pause_expired
