@@ -235,8 +235,8 @@ def question_suite(config: NabuConfig) -> list[PausedClip]:
 def run_paused(args, config: NabuConfig) -> dict:
     clips = load_manifest(args.manifest)
     groups = {"sentences": paused_suite(clips), "questions": question_suite(config)}
-    items = [i for group in groups.values() for i in group]
-    asked = {id(i) for i in groups["questions"]}
+    labelled = [(g, i) for g, group in groups.items() for i in group]
+    items = [i for _, i in labelled]
     designs = [
         ("nabu", build_nabu, config),
         # A whole question (Whisper's "?", smart-turn >= 0.5) waits only 0.6 s. (The reports
@@ -270,8 +270,9 @@ def run_paused(args, config: NabuConfig) -> dict:
                     run_conversation(name, build, cfg, [i.clip for i in items], 0, progress)
                 )
                 rows = []
-                for item, m, (lo, hi) in zip(items, measures, _windows(measures), strict=True):
-                    group = "questions" if id(item) in asked else "sentences"
+                for (group, item), m, (lo, hi) in zip(
+                    labelled, measures, _windows(measures), strict=True
+                ):
                     verdict = judge_paused(
                         item.clip.transcript, item.pause_after_words, m, _answered_request(s, m)
                     )
