@@ -97,12 +97,40 @@ def piper(config: TTSConfig):
 
         directory = piper_voice_dir(config.voice, config.voice_dir)
         start = time.perf_counter()
-        voice = PiperVoice.load(directory / f"{config.voice}.onnx", use_cuda=config.use_cuda)
+        model = directory / f"{config.voice}.onnx"
+        if config.use_cuda:
+            voice = PiperVoice.load(model, use_cuda=True)
+        else:
+            voice = _piper_on_cpu(PiperVoice, model)
         for _ in voice.synthesize("Hello."):
             pass
         logger.info(f"Piper {config.voice} loaded in {time.perf_counter() - start:.2f}s")
         _piper[key] = voice
         return voice
+
+
+def _piper_on_cpu(voice_class, model):
+    """Piper as `PiperVoice.load` makes it, but ONNX Runtime's threads sleep between ops.
+
+    By default they spin-wait, which pays alone and costs in the pipeline: there the event
+    loop (VAD, the LLM's stream) needs ~15% of a core while Piper speaks the first
+    sentence, a spinning thread kept it from it and a preempted one held the other up at
+    each op. First audio on the first sentence (`nabu bench`'s floor, 2 cores): alone
+    0.103 -> 0.112 s, with a core half busy 0.152 -> 0.136 s, in the pipeline
+    0.163 -> 0.156 s; and what spun is free for the next turn's Whisper (issue 18)."""
+    import json
+
+    import onnxruntime
+    from piper.config import PiperConfig
+
+    options = onnxruntime.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    with open(f"{model}.json", encoding="utf-8") as f:
+        voice_config = PiperConfig.from_dict(json.load(f))
+    session = onnxruntime.InferenceSession(
+        str(model), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+    return voice_class(session=session, config=voice_config)
 
 
 def smart_turn():

@@ -150,3 +150,58 @@ async def test_a_transport_playing_faster_than_real_time_is_referenced_that_fast
         )
     assert ref.pull(FRAME, until=0.2).any()  # played from 0 to 0.25 s
     assert not ref.pull(FRAME, until=0.3).any()  # not to 1 s
+
+
+async def test_aec3_runs_only_while_something_was_played_recently():
+    """AEC3 on every frame took ~4% of a core from Piper's first sentence and Whisper's
+    decode, which run while nothing plays (issue 18). It is skipped then, and a reply's
+    echo is still removed from its first frames."""
+    from pipecat.frames.frames import InputAudioRawFrame
+    from pipecat.tests.utils import run_test
+
+    from processors.echo_canceller import CAPTURED_AT_KEY, ECHO_TAIL_S, EchoCanceller
+
+    speech = read_pcm16(CLIPS / "jfk.wav", RATE)[: 3 * RATE]
+    ref = EchoReference(RATE, clock=lambda: 0.0)
+    canceller = EchoCanceller(ref)
+    calls = []
+
+    def frame(k: int, audio: np.ndarray) -> InputAudioRawFrame:
+        f = InputAudioRawFrame(audio=audio.tobytes(), sample_rate=RATE, num_channels=1)
+        f.metadata[CAPTURED_AT_KEY] = 100.0 + (k + 1) * FRAME / RATE
+        return f
+
+    quiet = [frame(k, speech[k * FRAME : (k + 1) * FRAME]) for k in range(50)]
+    await run_test(canceller, frames_to_send=quiet, expected_down_frames=[InputAudioRawFrame] * 50)
+    assert canceller._aec is None  # he spoke for a second, nothing played: AEC3 never ran
+
+    # Nabu plays a second from t=101.0; the microphone hears it 150 ms later at half level.
+    ref.push(speech[:RATE].tobytes(), RATE, at=101.0)
+    delay = int(0.15 * RATE)
+    echo = (np.concatenate([np.zeros(delay), speech[: 2 * RATE - delay]]) * 0.5).astype(np.int16)
+    tail = int((1.0 + ECHO_TAIL_S) * RATE / FRAME) + 10
+    frames = [frame(50 + k, echo[k * FRAME : (k + 1) * FRAME]) for k in range(tail)]
+    real = EchoCanceller._canceller
+
+    def counting(self, rate):
+        aec = real(self, rate)
+        calls.append(rate)
+        return aec
+
+    canceller = EchoCanceller(ref)
+    canceller._canceller = counting.__get__(canceller)
+    down, _ = await run_test(
+        canceller,
+        frames_to_send=frames,
+        expected_down_frames=[InputAudioRawFrame] * len(frames),
+    )
+    # Run through the reply (50 frames) and its echo's tail, not on the frames after it.
+    per_s = RATE / FRAME
+    assert 0.9 * per_s + ECHO_TAIL_S * per_s / 2 < len(calls) <= (1.0 + ECHO_TAIL_S) * per_s
+    heard = np.concatenate([np.frombuffer(f.audio, dtype=np.int16) for f in down])
+    sent = np.concatenate([np.frombuffer(f.audio, dtype=np.int16) for f in frames])
+    played = slice(int(0.5 * RATE), RATE)  # the reply's second half, echo and all
+    removed = np.mean(sent[played].astype(np.float64) ** 2) / (
+        np.mean(heard[played].astype(np.float64) ** 2) + 1e-9
+    )
+    assert 10 * np.log10(removed) > 6, removed
