@@ -112,12 +112,12 @@ def piper(config: TTSConfig):
 def _piper_on_cpu(voice_class, model):
     """Piper as `PiperVoice.load` makes it, but ONNX Runtime's threads sleep between ops.
 
-    By default they spin-wait, which pays alone and costs in the pipeline: there the event
-    loop (VAD, the LLM's stream) needs ~15% of a core while Piper speaks the first
-    sentence, a spinning thread kept it from it and a preempted one held the other up at
-    each op. First audio on the first sentence (`nabu bench`'s floor, 2 cores): alone
-    0.103 -> 0.112 s, with a core half busy 0.152 -> 0.136 s, in the pipeline
-    0.163 -> 0.156 s; and what spun is free for the next turn's Whisper (issue 18)."""
+    By default they spin-wait, which pays on an idle machine and costs on a loaded one: a
+    spinning thread keeps other work off its core and a preempted one holds the other up at
+    each op. First audio of `nabu bench`'s first sentence, 2 cores: alone 0.128 -> 0.137 s,
+    one core 15% busy 0.154 -> 0.149 s, half busy 0.152 -> 0.136 s; inside one quiet
+    conversation no difference (medians 0.162 / 0.169 s, means 0.167 / 0.164 s). Kept for a
+    server shared by conversations or with Home Assistant (docs/RESULTS.md, issue 18)."""
     import json
 
     import onnxruntime
