@@ -101,7 +101,7 @@ def piper(config: TTSConfig):
         if config.use_cuda:
             voice = PiperVoice.load(model, use_cuda=True)
         else:
-            voice = _piper_on_cpu(PiperVoice, model)
+            voice = _piper_on_cpu(model)
         for _ in voice.synthesize("Hello."):
             pass
         logger.info(f"Piper {config.voice} loaded in {time.perf_counter() - start:.2f}s")
@@ -109,7 +109,7 @@ def piper(config: TTSConfig):
         return voice
 
 
-def _piper_on_cpu(voice_class, model):
+def _piper_on_cpu(model):
     """Piper as `PiperVoice.load` makes it, but ONNX Runtime's threads sleep between ops.
 
     By default they spin-wait, which pays on an idle machine and costs on a loaded one: a
@@ -121,6 +121,7 @@ def _piper_on_cpu(voice_class, model):
     import json
 
     import onnxruntime
+    from piper import PiperVoice
     from piper.config import PiperConfig
 
     options = onnxruntime.SessionOptions()
@@ -130,7 +131,7 @@ def _piper_on_cpu(voice_class, model):
     session = onnxruntime.InferenceSession(
         str(model), sess_options=options, providers=["CPUExecutionProvider"]
     )
-    return voice_class(session=session, config=voice_config)
+    return PiperVoice(session=session, config=voice_config)
 
 
 def smart_turn():
