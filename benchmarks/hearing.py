@@ -376,15 +376,18 @@ def _espeak(text: str, voice: str, out: Path) -> Path:
     return out
 
 
-def _piper(text: str, config: NabuConfig, length_scale: float) -> np.ndarray:
+def _piper(
+    text: str, config: NabuConfig, length_scale: float, *, random: bool = True
+) -> np.ndarray:
+    """`text` in Piper's voice at 16 kHz; `random=False` leaves out Piper's sampling noise, so
+    the same text gives the same audio every time (for a test's fixed input)."""
     import soxr
     from piper import SynthesisConfig
 
     voice = engines.piper(config.tts)
-    pcm = b"".join(
-        c.audio_int16_bytes
-        for c in voice.synthesize(text, syn_config=SynthesisConfig(length_scale=length_scale))
-    )
+    still = {} if random else {"noise_scale": 0.0, "noise_w_scale": 0.0}
+    speaking = SynthesisConfig(length_scale=length_scale, **still)
+    pcm = b"".join(c.audio_int16_bytes for c in voice.synthesize(text, syn_config=speaking))
     audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768
     audio = soxr.resample(audio, voice.config.sample_rate, SAMPLE_RATE)
     return (audio * 32767).astype(np.int16)
