@@ -239,14 +239,14 @@ def run_paused(args, config: NabuConfig) -> dict:
     items = [i for _, i in labelled]
     designs = [
         ("nabu", build_nabu, config),
-        # A whole question (Whisper's "?", smart-turn >= 0.5) waits only 0.6 s. (The reports
-        # of 2026-12-02 ran with this on by default, as "nabu", against "nabu_whole_hold".)
+        # Nabu's default holds a whole question (Whisper's "?", smart-turn >= 0.5, asked only
+        # when the reply is ready within the hold) 0.6 s; this is the whole hold for all.
+        # (Reports of 2026-12-02 before session 11: "nabu" was the whole hold, the question
+        # rule "nabu_question_hold", smart-turn asked on every question.)
         (
-            "nabu_question_hold",
+            "nabu_whole_hold",
             build_nabu,
-            config.with_changes(
-                turn={"complete_question_probability": 0.5, "complete_turn_hold_s": 0.6}
-            ),
+            config.with_changes(turn={"complete_question_probability": 0}),
         ),
         # Any turn that sounds finished (smart-turn >= 0.8 and words that end) waits 0.6 s.
         (

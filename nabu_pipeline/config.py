@@ -301,13 +301,13 @@ class TurnConfig(_Frozen):
     pause_tolerance_s (processors/turn_completion.py). 0 (the default) turns this off: on
     the paused suite 0.8 with a 0.6 s hold cut 3 of 20 sentences against 2 with the whole
     hold ("Go forward. (0.8 s) Ten meters." sounds finished) for 0.12 s off the p50."""
-    complete_question_probability: float = Field(default=0.0, ge=0, le=1)
+    complete_question_probability: float = Field(default=0.5, ge=0, le=1)
     """smart-turn v3's probability at which a question (Whisper wrote a question mark, and it
-    ends where a sentence can) waits only complete_turn_hold_s instead of pause_tolerance_s;
-    smart-turn then runs only on such a transcript. 0 (the default) turns this off: on a
-    2-core CPU the paused suite cut no question with 0.5, but the reply to a question the LLM
-    answers came after the whole hold anyway and smart-turn's own time made it 0.05 s (quiet)
-    to 0.12 s (one core busy) later; for a machine where replies beat the hold."""
+    ends where a sentence can) waits only complete_turn_hold_s instead of pause_tolerance_s.
+    smart-turn is asked only when the reply is ready before the whole hold ends (the release
+    gate asks), so it costs nothing where the reply comes later, as most LLM replies do on a
+    2-core CPU; it pays for quick answers (the time, the date, a fast LLM). On the paused
+    suite 0.5 cut none of 12 questions, paused or whole (docs/RESULTS.md). 0 turns it off."""
     complete_turn_hold_s: float = Field(default=0.6, ge=0, le=5)
     """The hold for a turn smart-turn and his words both say is finished: longer than for a
     whole command (a sentence that sounds finished may still go on), shorter than a pause."""

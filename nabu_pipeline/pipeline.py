@@ -449,7 +449,9 @@ def build_session(
             {
                 "completion": TurnCompletion(
                     engines.smart_turn(),
-                    lambda: release_gate.complete_utterance(config.turn.complete_turn_hold_s),
+                    lambda judge: release_gate.offer_early_release(
+                        config.turn.complete_turn_hold_s, judge
+                    ),
                     min_probability=config.turn.complete_turn_probability,
                     question_probability=config.turn.complete_question_probability,
                     utterance=utterance,

@@ -27,12 +27,18 @@ passed, whichever comes first. If he goes on before the reply's first sound
 unheard, as within the hold, and his words join the same sentence: an early
 release then costs nothing. Only a reply already playing when he goes on has
 cut him off.
+
+A turn that only may be complete (a whole question: `offer_early_release`) is judged
+lazily: smart-turn on his audio runs only once the reply's first audio is here while the
+whole hold still has time to run. On a 2-core CPU most replies the LLM writes arrive after
+the hold anyway, and asking smart-turn then only added its own time to them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 from loguru import logger
 from pipecat.frames.frames import (
@@ -42,6 +48,7 @@ from pipecat.frames.frames import (
     EndFrame,
     Frame,
     InterruptionFrame,
+    OutputAudioRawFrame,
     StartFrame,
     SystemFrame,
     UninterruptibleFrame,
@@ -73,6 +80,10 @@ class SpeechReleaseGate(FrameProcessor):
         self._timer: asyncio.Task | None = None
         self._expiry: asyncio.Task | None = None
         """After an early release: ends his utterance when the whole hold has passed."""
+        self._offer: tuple[float, Callable[[], Awaitable[bool]]] | None = None
+        """A shorter hold for this stretch of speech, if a judge, asked once a reply is
+        ready, agrees his turn is complete."""
+        self._judging: asyncio.Task | None = None
         self._lock = asyncio.Lock()
 
     @property
@@ -86,6 +97,7 @@ class SpeechReleaseGate(FrameProcessor):
             self._user_speaking = True
             await self._cancel_timer()
             self._cancel_expiry()  # he went on before Nabu was heard: the utterance is open
+            self._withdraw_offer()  # what he says now is judged on its own transcript
             if not self._bot_speaking:
                 self._holding = True
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
@@ -113,6 +125,7 @@ class SpeechReleaseGate(FrameProcessor):
         elif isinstance(frame, CancelFrame):
             await self._cancel_timer()
             self._cancel_expiry()
+            self._withdraw_offer()
             self._held.clear()
 
         if (
@@ -123,6 +136,8 @@ class SpeechReleaseGate(FrameProcessor):
             async with self._lock:
                 if self._holding:
                     self._held.append((frame, direction))
+                    if isinstance(frame, OutputAudioRawFrame):
+                        self._judge_offer()
                     return
         await self.push_frame(frame, direction)
 
@@ -139,6 +154,49 @@ class SpeechReleaseGate(FrameProcessor):
         if self._holding and not self._user_speaking and self._speech_end is not None:
             logger.debug(f"{self}: complete utterance; hold {hold_s:.2f}s")
             self._schedule_release(hold_s)
+
+    def offer_early_release(self, hold_s: float, judge: Callable[[], Awaitable[bool]]) -> None:
+        """What Warren said may be complete (a whole question): hold its reply only `hold_s`
+        after his speech if `judge` says so. `judge` (smart-turn, ~35 ms of a core and more
+        on a busy one) is awaited only when a reply's audio is held while the whole hold
+        still runs, the one case its answer can shorten; it is never asked otherwise.
+
+        Synchronous, like complete_utterance: the caller's task may be cancelled by the
+        interruption its own transcript causes."""
+        if not self._holding or self._user_speaking or self._speech_end is None:
+            return
+        self._withdraw_offer()
+        self._offer = (hold_s, judge)
+        if any(isinstance(f, OutputAudioRawFrame) for f, _ in self._held):
+            self._judge_offer()
+
+    def _judge_offer(self) -> None:
+        """A reply is ready and held: ask the judge, if there is one and it can still help."""
+        if self._offer is None or self._judging is not None or self._speech_end is None:
+            return
+        if time.monotonic() >= self._speech_end + self._hold_s:
+            return  # the whole hold is over (its timer is about to release the reply)
+        hold_s, judge = self._offer
+        self._judging = self.create_task(self._judged(hold_s, judge), name=f"{self}::judge")
+
+    async def _judged(self, hold_s: float, judge: Callable[[], Awaitable[bool]]) -> None:
+        try:
+            complete = await judge()
+        except Exception as e:  # the judge failing only costs the shorter hold
+            logger.warning(f"{self}: turn judge failed ({type(e).__name__}: {e})")
+            complete = False
+        self._judging = None
+        self._offer = None
+        if complete:
+            await self.complete_utterance(hold_s)
+
+    def _withdraw_offer(self) -> None:
+        """Synchronous (see complete_utterance)."""
+        self._offer = None
+        if self._judging is not None:
+            judging, self._judging = self._judging, None
+            if judging is not asyncio.current_task():
+                judging.cancel()
 
     def _schedule_release(self, hold_s: float | None = None) -> None:
         """Replace the release timer; synchronous, so no caller's cancellation can split it."""
@@ -214,4 +272,5 @@ class SpeechReleaseGate(FrameProcessor):
     async def cleanup(self):
         await self._cancel_timer()
         self._cancel_expiry()
+        self._withdraw_offer()
         await super().cleanup()

@@ -17,14 +17,15 @@ Two rules, each with its own smart-turn threshold (0 turns a rule off):
 - a question (`turn.complete_question_probability`): Whisper wrote a question mark,
   which it does from the wording and the rising or final intonation of a whole
   question. A question is what Warren most often asks and least often goes on from.
-  For this rule smart-turn runs only once such a transcript is in, so it never
-  shares the cores with Whisper's decode.
 
-With a rule met, the gate releases the reply `turn.complete_turn_hold_s` after his
-speech (SpeechReleaseGate.complete_utterance) instead of the full hold; otherwise the
-full hold stands: a doubtful turn waits, as before. If he goes on anyway, pipecat's
+When his words meet a rule, this stage offers the release gate a shorter hold,
+`turn.complete_turn_hold_s` after his speech (SpeechReleaseGate.offer_early_release),
+with smart-turn as the judge. The gate asks it only when the reply is ready before the
+whole hold ends, so smart-turn never shares the cores with Whisper's decode, and costs
+nothing where the reply comes after the hold anyway (most LLM replies on a 2-core CPU).
+A doubtful turn waits the whole hold, as before. If he goes on anyway, pipecat's
 barge-in stops the reply as it stops any other (the paused suite measures how often).
-Not judged while speech of his is still with Whisper (the transcript is not the last).
+Not offered while speech of his is still with Whisper (the transcript is not the last).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import asyncio
 import collections
 import re
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import numpy as np
 from loguru import logger
@@ -74,13 +76,13 @@ def sounds_finished(text: str) -> bool:
 
 
 class TurnCompletion(FrameProcessor):
-    """Between the commands and the user aggregator: tells the release gate when a turn is
-    evidently complete."""
+    """Between the commands and the user aggregator: offers the release gate a shorter hold
+    when a turn may be evidently complete, with smart-turn to judge it."""
 
     def __init__(
         self,
         predict: Callable[[np.ndarray], float],
-        on_complete: Callable[[], Awaitable[None]],
+        offer: Callable[[Callable[[], Awaitable[bool]]], None],
         *,
         min_probability: float,
         question_probability: float = 0.0,
@@ -90,43 +92,28 @@ class TurnCompletion(FrameProcessor):
     ):
         super().__init__(**kwargs)
         self._predict = predict
-        self._on_complete = on_complete
+        self._offer = offer
         self._min_probability = min_probability
         self._question_probability = question_probability
         self._utterance = utterance
         self._rate = sample_rate_hz
         self._audio: collections.deque[bytes] = collections.deque()
         self._audio_bytes = 0
-        self._probability: asyncio.Task | None = None
         self._at_stop: np.ndarray | None = None
-        """His audio up to VAD's stop, what smart-turn judges (later, for a question)."""
+        """His audio up to VAD's stop: what smart-turn judges, if the gate asks."""
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
         if isinstance(frame, InputAudioRawFrame):
             self._keep(frame)
         elif isinstance(frame, VADUserStartedSpeakingFrame):
-            self._probability = None  # this stretch's end is not known yet
-            self._at_stop = None
+            self._at_stop = None  # this stretch's end is not known yet
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
             audio = b"".join(self._audio)
             self._at_stop = np.frombuffer(audio, dtype=np.int16).astype(np.float32) / 32768.0
-            self._probability = (
-                self._smart_turn(self._at_stop) if self._min_probability > 0 else None
-            )
         await self.push_frame(frame, direction)
         if isinstance(frame, TranscriptionFrame) and direction == FrameDirection.DOWNSTREAM:
-            await self._judge(frame.text)
-
-    async def cleanup(self):
-        if self._probability is not None and not self._probability.done():
-            await self.cancel_task(self._probability)
-        await super().cleanup()
-
-    def _smart_turn(self, samples: np.ndarray) -> asyncio.Task:
-        return self.create_task(
-            asyncio.to_thread(self._predict, samples), name=f"{self}::smart_turn"
-        )
+            self._consider(frame.text)
 
     def _keep(self, frame: InputAudioRawFrame) -> None:
         if frame.sample_rate != self._rate or frame.num_channels != 1:
@@ -137,30 +124,28 @@ class TurnCompletion(FrameProcessor):
         while self._audio_bytes - len(self._audio[0]) >= limit:
             self._audio_bytes -= len(self._audio.popleft())
 
-    async def _judge(self, text: str) -> None:
+    def _consider(self, text: str) -> None:
+        """Offer the shorter hold if his words meet a rule; synchronous, so the interruption
+        this very transcript causes downstream cannot cancel it halfway."""
         if self._at_stop is None or (self._utterance is not None and self._utterance.awaiting > 0):
             return
-        finished = sounds_finished(text)
+        if not sounds_finished(text):
+            return
         question = self._question_probability > 0 and is_question(text)
-        if self._probability is None and question:
-            self._probability = self._smart_turn(self._at_stop)
-        task = self._probability
-        if task is None:
+        thresholds = [p for p in (self._min_probability,) if p > 0]
+        if question:
+            thresholds.append(self._question_probability)
+        if not thresholds:
             return
-        try:
-            probability = await task
-        except Exception as e:  # smart-turn failing only costs the shortcut
-            logger.warning(f"{self}: smart-turn failed ({type(e).__name__}: {e})")
-            self._probability = None
-            return
-        complete = finished and (
-            (self._min_probability > 0 and probability >= self._min_probability)
-            or (question and probability >= self._question_probability)
-        )
+        kind = "a question" if question else "words that end"
+        self._offer(partial(self._judge, self._at_stop, min(thresholds), kind))
+
+    async def _judge(self, samples: np.ndarray, threshold: float, kind: str) -> bool:
+        """Asked by the gate once a reply is ready: does his audio sound finished?"""
+        probability = await asyncio.to_thread(self._predict, samples)
+        complete = probability >= threshold
         logger.debug(
-            f"{self}: smart-turn {probability:.2f}, words "
-            f"{'a question' if question else 'end' if finished else 'go on'}: "
+            f"{self}: smart-turn {probability:.2f} on {kind}: "
             f"{'complete' if complete else 'full hold'}"
         )
-        if complete:
-            await self._on_complete()
+        return complete

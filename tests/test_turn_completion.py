@@ -3,11 +3,13 @@
 The stage on its own with pipecat's test runner, pipecat's real smart-turn v3 model
 and real read speech (benchmarks/clips): the whole sentence, and the same recording
 stopped mid-sentence, and Piper's questions. Whether the shorter hold cuts Warren off is
-measured by the paused suite (`nabu bench --suite paused`: "nabu", the whole hold, against
-"nabu_question_hold" and "nabu_complete_turn").
+measured by the paused suite (`nabu bench --suite paused`: "nabu", the question rule, against
+"nabu_whole_hold" and "nabu_complete_turn").
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import pytest
@@ -76,14 +78,12 @@ async def completions(
     min_probability: float = 0.8,
     question_probability: float = 0.0,
 ) -> int:
-    calls = []
-
-    async def on_complete():
-        calls.append(text)
-
+    """How many times the stage offered a shorter hold whose judge (asked at once, as the
+    gate asks when a reply is ready within the hold) said the turn is complete."""
+    judges = []
     stage = TurnCompletion(
         engines.smart_turn(),
-        on_complete,
+        judges.append,
         min_probability=min_probability,
         question_probability=question_probability,
         utterance=utterance,
@@ -98,7 +98,7 @@ async def completions(
         ],
         expected_down_frames=None,
     )
-    return len(calls)
+    return sum([await judge() for judge in judges])
 
 
 async def test_a_whole_sentence_that_sounds_finished_is_released_early():
@@ -250,3 +250,77 @@ async def test_an_early_reply_never_heard_ends_his_sentence_after_the_whole_hold
     assert not utterance.pause_expired  # 0.6 s after his speech: within the whole hold
     utterance = await utterance_after_early_release(SleepFrame(sleep=WHOLE_HOLD_S))
     assert utterance.pause_expired
+
+
+class _Arrivals(FrameProcessor):
+    """After the gate: when his speech ended and when the reply's audio got through."""
+
+    def __init__(self):
+        super().__init__()
+        self.stopped: float | None = None
+        self.audio: float | None = None
+
+    async def process_frame(self, frame, direction):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, VADUserStoppedSpeakingFrame):
+            self.stopped = time.monotonic()
+        elif isinstance(frame, TTSAudioRawFrame) and self.audio is None:
+            self.audio = time.monotonic()
+        await self.push_frame(frame, direction)
+
+
+async def question_through_gate(hold_s: float, *after) -> tuple[_Arrivals, int]:
+    """A whole question in Piper's voice through the completion stage (question rule) and a
+    gate holding `hold_s`, then `after`; returns the arrivals and how often smart-turn ran."""
+    calls = []
+
+    def predict(samples):
+        calls.append(len(samples))
+        return engines.smart_turn()(samples)
+
+    gate = SpeechReleaseGate(hold_s, UtteranceState(pause_expired=False))
+    stage = TurnCompletion(
+        predict, lambda judge: gate.offer_early_release(0.6, judge), **QUESTION_ONLY
+    )
+    arrivals = _Arrivals()
+    await run_test(
+        Pipeline([stage, gate, arrivals]),
+        frames_to_send=[
+            VADUserStartedSpeakingFrame(),
+            *piper_question("What is the weather like today?"),
+            VADUserStoppedSpeakingFrame(stop_secs=0.2),
+            TranscriptionFrame("What is the weather like today?", "warren", "2026-12-02T00:00:00Z"),
+            *after,
+        ],
+        expected_down_frames=None,
+    )
+    return arrivals, len(calls)
+
+
+async def test_a_question_whose_reply_is_ready_within_the_hold_is_judged_and_released_early():
+    # The reply's audio is here at once; the session ends (releasing all) 2.5 s later.
+    arrivals, judged = await question_through_gate(
+        WHOLE_HOLD_S, TTSAudioRawFrame(b"\0\0" * 160, 16000, 1), SleepFrame(sleep=2.5)
+    )
+    assert judged == 1
+    assert arrivals.audio is not None and arrivals.stopped is not None
+    assert arrivals.audio - arrivals.stopped < 2.0  # 0.6 s hold, not 3 s nor the end
+
+
+async def test_a_reply_ready_only_after_the_whole_hold_never_asks_smart_turn():
+    """On a 2-core CPU most LLM replies: smart-turn could only add its own time."""
+    arrivals, judged = await question_through_gate(
+        1.0, SleepFrame(sleep=1.5), TTSAudioRawFrame(b"\0\0" * 160, 16000, 1)
+    )
+    assert arrivals.audio is not None
+    assert judged == 0
+
+
+async def test_going_on_before_the_reply_is_ready_withdraws_the_offer():
+    _arrivals, judged = await question_through_gate(
+        WHOLE_HOLD_S,
+        VADUserStartedSpeakingFrame(),
+        TTSAudioRawFrame(b"\0\0" * 160, 16000, 1),
+        SleepFrame(sleep=0.5),
+    )
+    assert judged == 0
