@@ -83,6 +83,8 @@ class SpeechReleaseGate(FrameProcessor):
         self._offer: tuple[float, Callable[[], Awaitable[bool]]] | None = None
         """A shorter hold for this stretch of speech, if a judge, asked once a reply is
         ready, agrees his turn is complete."""
+        self._offer_armed = False
+        """Only audio held after the stale reply (if any) was dropped is this turn's reply."""
         self._judging: asyncio.Task | None = None
         self._lock = asyncio.Lock()
 
@@ -118,6 +120,7 @@ class SpeechReleaseGate(FrameProcessor):
                 self._held = [(f, d) for f, d in self._held if isinstance(f, UninterruptibleFrame)]
             if dropped:
                 logger.debug(f"{self}: dropped {len(dropped)} held frame(s) unheard")
+            self._offer_armed = True  # what is held from now on is the new reply
             if self._user_speaking:
                 self._holding = True
         elif isinstance(frame, EndFrame):
@@ -167,12 +170,26 @@ class SpeechReleaseGate(FrameProcessor):
             return
         self._withdraw_offer()
         self._offer = (hold_s, judge)
-        if any(isinstance(f, OutputAudioRawFrame) for f, _ in self._held):
-            self._judge_offer()
+        # After earlier words of this utterance ("How long? (0.8 s) do I boil an egg?") a
+        # reply made for them may be held or still on its way here; the interruption his new
+        # words cause will drop it. Judged before that lands, the shorter hold released the
+        # stale reply (seen on a busy CPU: "How long?" answered). So then only audio held
+        # after that interruption is this question's reply.
+        earlier = self._utterance is not None and len(self._utterance.transcripts) > 1
+        self._offer_armed = not earlier
+        logger.debug(
+            f"{self}: offered a {hold_s:.2f}s hold"
+            + (", judged after the earlier reply is dropped" if earlier else "")
+        )
 
     def _judge_offer(self) -> None:
         """A reply is ready and held: ask the judge, if there is one and it can still help."""
-        if self._offer is None or self._judging is not None or self._speech_end is None:
+        if (
+            self._offer is None
+            or not self._offer_armed
+            or self._judging is not None
+            or self._speech_end is None
+        ):
             return
         if time.monotonic() >= self._speech_end + self._hold_s:
             return  # the whole hold is over (its timer is about to release the reply)

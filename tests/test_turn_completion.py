@@ -17,6 +17,7 @@ import soundfile as sf
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     InputAudioRawFrame,
+    InterruptionFrame,
     TranscriptionFrame,
     TTSAudioRawFrame,
     VADUserStartedSpeakingFrame,
@@ -253,23 +254,34 @@ async def test_an_early_reply_never_heard_ends_his_sentence_after_the_whole_hold
 
 
 class _Arrivals(FrameProcessor):
-    """After the gate: when his speech ended and when the reply's audio got through."""
+    """After the gate: when his speech ended and when each reply's audio got through."""
 
     def __init__(self):
         super().__init__()
         self.stopped: float | None = None
         self.audio: float | None = None
+        self.stale_audio: float | None = None
 
     async def process_frame(self, frame, direction):
         await super().process_frame(frame, direction)
         if isinstance(frame, VADUserStoppedSpeakingFrame):
             self.stopped = time.monotonic()
-        elif isinstance(frame, TTSAudioRawFrame) and self.audio is None:
-            self.audio = time.monotonic()
+        elif isinstance(frame, TTSAudioRawFrame):
+            if frame.audio == STALE_AUDIO and self.stale_audio is None:
+                self.stale_audio = time.monotonic()
+            elif frame.audio != STALE_AUDIO and self.audio is None:
+                self.audio = time.monotonic()
         await self.push_frame(frame, direction)
 
 
-async def question_through_gate(hold_s: float, *after) -> tuple[_Arrivals, int]:
+QUESTION = "What is the weather like today?"
+STALE_AUDIO = b"\1\0" * 160
+"""A reply made for his earlier words ("How long?"), held when the whole question comes in."""
+
+
+async def question_through_gate(
+    hold_s: float, *after, before_transcript=(), earlier=()
+) -> tuple[_Arrivals, int]:
     """A whole question in Piper's voice through the completion stage (question rule) and a
     gate holding `hold_s`, then `after`; returns the arrivals and how often smart-turn ran."""
     calls = []
@@ -278,7 +290,10 @@ async def question_through_gate(hold_s: float, *after) -> tuple[_Arrivals, int]:
         calls.append(len(samples))
         return engines.smart_turn()(samples)
 
-    gate = SpeechReleaseGate(hold_s, UtteranceState(pause_expired=False))
+    # What Whisper heard of this utterance before: with earlier words, a reply to them may
+    # still be on its way (the STT records each transcript as it is sent on).
+    utterance = UtteranceState(pause_expired=False, transcripts=[*earlier, QUESTION])
+    gate = SpeechReleaseGate(hold_s, utterance)
     stage = TurnCompletion(
         predict, lambda judge: gate.offer_early_release(0.6, judge), **QUESTION_ONLY
     )
@@ -287,9 +302,10 @@ async def question_through_gate(hold_s: float, *after) -> tuple[_Arrivals, int]:
         Pipeline([stage, gate, arrivals]),
         frames_to_send=[
             VADUserStartedSpeakingFrame(),
-            *piper_question("What is the weather like today?"),
+            *piper_question(QUESTION),
             VADUserStoppedSpeakingFrame(stop_secs=0.2),
-            TranscriptionFrame("What is the weather like today?", "warren", "2026-12-02T00:00:00Z"),
+            *before_transcript,
+            TranscriptionFrame(QUESTION, "warren", "2026-12-02T00:00:00Z"),
             *after,
         ],
         expected_down_frames=None,
@@ -324,3 +340,22 @@ async def test_going_on_before_the_reply_is_ready_withdraws_the_offer():
         SleepFrame(sleep=0.5),
     )
     assert judged == 0
+
+
+async def test_a_reply_to_his_earlier_words_is_not_released_by_the_shorter_hold():
+    """ "How long? (0.8 s) do I boil an egg?" on a busy CPU: the reply to "How long?" was held
+    when the whole question's transcript came in. Judged at once, the shorter hold released
+    that stale reply before the interruption the whole question causes could drop it."""
+    arrivals, judged = await question_through_gate(
+        WHOLE_HOLD_S,
+        SleepFrame(sleep=1.0),  # smart-turn would have answered by now
+        InterruptionFrame(),  # his whole question starts a new turn: the stale reply goes
+        TTSAudioRawFrame(b"\0\0" * 160, 16000, 1),  # the whole question's reply
+        SleepFrame(sleep=1.5),
+        before_transcript=(TTSAudioRawFrame(STALE_AUDIO, 16000, 1),),
+        earlier=("What is the weather?",),
+    )
+    assert arrivals.stale_audio is None
+    assert judged == 1
+    assert arrivals.audio is not None and arrivals.stopped is not None
+    assert arrivals.audio - arrivals.stopped < 2.5  # released early, not at 3 s nor the end
