@@ -150,3 +150,62 @@ async def test_a_transport_playing_faster_than_real_time_is_referenced_that_fast
         )
     assert ref.pull(FRAME, until=0.2).any()  # played from 0 to 0.25 s
     assert not ref.pull(FRAME, until=0.3).any()  # not to 1 s
+
+
+def test_silence_reaches_aec3_as_noise_that_removes_the_same_echo():
+    """After a reply, exact zeros on the far side (nothing playing) let AEC3's filters decay
+    into denormal floats, 20x slower (issue 18); the canceller gives AEC3 -90 dBFS of noise
+    in place of digital silence. On a replayed conversation (a reply, his words, a second
+    reply, the phone's digital silence before he speaks) it removes as much of the echo as
+    with the zeros, window by window."""
+    from processors.echo_canceller import EchoCanceller
+
+    rng = np.random.default_rng(3)
+    first, second = (
+        read_pcm16(CLIPS / "jfk.wav", RATE)[a * RATE : b * RATE] for a, b in ((0, 4), (4, 9))
+    )
+    his = read_pcm16(CLIPS / "goforward.wav", RATE)
+    far = np.concatenate([np.zeros(RATE, np.int16), first, np.zeros(6 * RATE, np.int16), second])
+    delay = int(0.15 * RATE)
+    mic = np.concatenate([np.zeros(delay), far[:-delay]]) * 0.5
+    at = 6 * RATE
+    mic[at : at + len(his)] += his[: 4 * RATE] * 0.8
+    mic = np.clip(mic + rng.standard_normal(len(mic)) * 30, -32768, 32767).astype(np.int16)
+    mic[: RATE // 2] = 0  # a phone that sends digital silence before he speaks
+
+    def cancelled(prepare) -> np.ndarray:
+        aec = AEC3(sample_rate=RATE, num_channels=1, stream_delay_ms=0)
+        return np.concatenate(
+            [
+                aec.process(*prepare(mic[i : i + FRAME], far[i : i + FRAME]))
+                for i in range(0, len(mic) - FRAME + 1, FRAME)
+            ]
+        )
+
+    canceller = EchoCanceller(EchoReference(RATE))
+    given = []
+
+    def dithered(near, played):
+        given.append(canceller._never_silent(near, played))
+        return given[-1]
+
+    with_noise = cancelled(dithered)
+    with_zeros = cancelled(lambda near, played: (near, played))
+    assert not any(not n.any() or not f.any() for n, f in given)  # never exact silence
+    second_at = RATE + len(first) + 6 * RATE
+    for start, end in (
+        (RATE, 2 * RATE),
+        (second_at, second_at + RATE // 2),
+        (second_at + RATE, second_at + 5 * RATE),
+    ):
+        part = slice(start, end)
+        echo = np.mean(mic[part].astype(np.float64) ** 2)
+        removed = [
+            10 * np.log10(echo / np.mean(out[part].astype(np.float64) ** 2))
+            for out in (with_noise, with_zeros)
+        ]
+        print(
+            f"from {start / RATE:.1f} s: removed {removed[0]:.1f} dB, {removed[1]:.1f} with zeros"
+        )
+        # As much removed, or so much that what is left is far below anything VAD hears.
+        assert removed[0] > min(removed[1] - 1.0, 40.0), (start, removed)
