@@ -49,6 +49,7 @@ from nabu_pipeline.home_tools import register_home_tools
 from nabu_pipeline.known_words import KnownWords
 from nabu_pipeline.latency import LatencyObserver
 from nabu_pipeline.memory_store import MemoryStore, shared_store
+from nabu_pipeline.pipeline_worker import NabuPipelineWorker
 from nabu_pipeline.prompts import system_prompt
 from nabu_pipeline.reminders import ReminderService
 from processors.consumed_transcript import WordsStartATurn
@@ -475,7 +476,7 @@ def build_session(
         "assistant": assistant_aggregator,
     }
     latency = LatencyObserver()
-    worker = PipelineWorker(
+    worker = NabuPipelineWorker(
         Pipeline(list(processors.values())),
         params=PipelineParams(
             audio_in_sample_rate=config.audio.in_sample_rate_hz,

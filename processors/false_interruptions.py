@@ -48,6 +48,10 @@ class UnplayedSentences(BaseObserver):
     a sentence cut off half-way is still unplayed.
     """
 
+    # Every push of a sentence is read (the output transport's is the one that counts),
+    # nothing else: `NabuPipelineWorker` then wakes this observer for no other frame.
+    pushed_frame_types = (TTSTextFrame,)
+
     def __init__(self, clock=time.monotonic, **kwargs):
         super().__init__(**kwargs)
         self._clock = clock
