@@ -113,6 +113,25 @@ class ActivityState:
 class LatencyObserver(BaseObserver):
     """Records TurnRecords and the activity state, and logs one line per turn."""
 
+    # What on_push_frame reads: `NabuPipelineWorker` wakes it for no other frame (the
+    # microphone's fifty a second among them).
+    pushed_frame_types = (
+        VADUserStartedSpeakingFrame,
+        VADUserStoppedSpeakingFrame,
+        UserStartedSpeakingFrame,
+        TranscriptionFrame,
+        UserStoppedSpeakingFrame,
+        LLMFullResponseStartFrame,
+        LLMFullResponseEndFrame,
+        LLMTextFrame,
+        TTSStartedFrame,
+        TTSStoppedFrame,
+        TTSAudioRawFrame,
+        TTSTextFrame,
+        BotStartedSpeakingFrame,
+        BotStoppedSpeakingFrame,
+    )
+
     def __init__(self, **kwargs):
         # Each moment is the frame's first push (its source made it): pipecat then skips
         # this observer for the ~13 further pushes of every 20 ms audio frame.

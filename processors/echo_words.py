@@ -62,6 +62,8 @@ OPENING_WORDS = 12
 class SpokenWords(BaseObserver):
     """What Nabu is saying aloud, sentence by sentence."""
 
+    pushed_frame_types = (TTSTextFrame, BotStoppedSpeakingFrame)  # all on_push_frame reads
+
     def __init__(self, clock=time.monotonic, **kwargs):
         # A sentence is taken at its first push (the TTS's), so every further push of every
         # frame (audio, fifty times a second, through each stage) need not come here.
