@@ -249,8 +249,8 @@ class EchoCanceller(FrameProcessor):
         decode and Piper's first sentence on every turn after the first (issue 18). A
         microphone sending exact zeros does the same (0.35 ms). Noise at -90 dBFS keeps the
         numbers normal and is far below anything AEC3 or VAD take for sound; on a replayed
-        conversation AEC3 removed the same echo with it as without (within 0.1 dB at the
-        second reply, `tests/test_echo_reference.py`). Only AEC3 sees it."""
+        conversation AEC3 removed the same echo with it as without (the same dB in the first
+        reply and at the second's start, `tests/test_echo_reference.py`). Only AEC3 sees it."""
         n = len(far)
         if n > len(_DITHER_FAR):
             reps = n // len(_DITHER_FAR) + 1
